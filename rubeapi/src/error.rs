@@ -1,0 +1,122 @@
+use std::fmt;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Textproto that does not parse, or does not describe a valid object.
+    #[error("{location}: {message}")]
+    Syntax { location: Location, message: String },
+
+    #[error("unknown type '{name}'")]
+    UnknownType { name: String },
+
+    /// A known message type that is not a storable kind (it lacks the `(rube.kind)` option).
+    #[error("type '{name}' is not a kind: it has no (rube.kind) option")]
+    NotAKind { name: String },
+
+    #[error("cannot decode {type_name}: {reason}")]
+    Decode { type_name: String, reason: String },
+
+    #[error("invalid json: {0}")]
+    Json(String),
+
+    #[error("invalid label selector '{input}': {reason}")]
+    Selector { input: String, reason: String },
+
+    #[error("invalid type descriptors: {0}")]
+    Descriptor(String),
+
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+
+    /// The history the caller asked for is gone; relist and watch from the list's revision.
+    #[error("revision {requested} has been compacted (compacted revision {compacted})")]
+    Compacted { requested: u64, compacted: u64 },
+
+    /// An error the apiserver returned.
+    #[error("{}", .0.message())]
+    Api(tonic::Status),
+}
+
+/// A position in a textproto input, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The line and column of byte `offset` in `input`. Columns count characters.
+    pub fn of_offset(input: &str, offset: usize) -> Location {
+        let offset = offset.min(input.len());
+        let before = &input[..floor_char_boundary(input, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location { line, column }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Metadata keys the apiserver uses to carry structured error details.
+pub mod status_keys {
+    /// On `OUT_OF_RANGE`: the compacted revision.
+    pub const COMPACTED_REVISION: &str = "rube-compacted-revision";
+    /// On `OUT_OF_RANGE`: the revision the client asked for.
+    pub const REQUESTED_REVISION: &str = "rube-requested-revision";
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        if status.code() == tonic::Code::OutOfRange {
+            let get = |key| {
+                status
+                    .metadata()
+                    .get(key)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            if let (Some(requested), Some(compacted)) = (
+                get(status_keys::REQUESTED_REVISION),
+                get(status_keys::COMPACTED_REVISION),
+            ) {
+                return Error::Compacted {
+                    requested,
+                    compacted,
+                };
+            }
+        }
+        Error::Api(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_characters() {
+        let input = "ab\ncdé\nf";
+        assert_eq!(Location::of_offset(input, 0).to_string(), "1:1");
+        assert_eq!(Location::of_offset(input, 3).to_string(), "2:1");
+        // 'é' is two bytes but one column.
+        assert_eq!(Location::of_offset(input, 7).to_string(), "2:4");
+        assert_eq!(Location::of_offset(input, 100).to_string(), "3:2");
+    }
+}
