@@ -17,6 +17,8 @@ use crate::rube::{
 };
 use crate::Registry;
 
+pub use tonic::Code;
+
 /// The largest message the client accepts: lists of many objects can be large.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 

@@ -26,7 +26,7 @@ pub enum Error {
     #[error("invalid type descriptors: {0}")]
     Descriptor(String),
 
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         addr: String,
         #[source]
@@ -75,7 +75,7 @@ impl fmt::Display for Location {
 }
 
 /// Metadata keys the apiserver uses to carry structured error details.
-pub mod status_keys {
+pub mod error_keys {
     /// On `OUT_OF_RANGE`: the compacted revision.
     pub const COMPACTED_REVISION: &str = "rube-compacted-revision";
     /// On `OUT_OF_RANGE`: the revision the client asked for.
@@ -93,8 +93,8 @@ impl From<tonic::Status> for Error {
                     .and_then(|v| v.parse::<u64>().ok())
             };
             if let (Some(requested), Some(compacted)) = (
-                get(status_keys::REQUESTED_REVISION),
-                get(status_keys::COMPACTED_REVISION),
+                get(error_keys::REQUESTED_REVISION),
+                get(error_keys::COMPACTED_REVISION),
             ) {
                 return Error::Compacted {
                     requested,

@@ -21,6 +21,7 @@ pub mod selector;
 pub mod text;
 
 mod error;
+pub use error::{Location, error_keys};
 
 pub use client::Client;
 pub use error::Error;

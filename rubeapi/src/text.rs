@@ -378,7 +378,7 @@ mod tests {
             ("metadata { name: \"x\" ", "1:22: expected '}' or a field name, but reached end of input"),
             (
                 "metadata { name: \"x\" }\nspec { [rube/no.Such] { } }",
-                "2:9: message type 'no.Such' not found",
+                "2:8: message type 'no.Such' not found",
             ),
             (
                 "metadata { name: \"x\" }\nspec { [rube/runink.Step] { name: \"a\" } }",
