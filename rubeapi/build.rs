@@ -23,7 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Encoded straight from the compiler: going through prost_types would drop the custom
     // `(rube.kind)` options, which prost keeps nowhere.
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out.join("rube_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    fs::write(
+        out.join("rube_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
     let fds = compiler.file_descriptor_set();
 
     let mut config = tonic_prost_build::Config::new();

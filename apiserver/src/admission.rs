@@ -27,7 +27,11 @@ impl Default for Limits {
 
 /// Checks an object for a put and normalizes it: type URLs get the `rube/` prefix, the status is
 /// dropped (it is written only through UpdateStatus), server-owned metadata is cleared.
-pub fn admit_object(registry: &Registry, limits: &Limits, object: &mut Object) -> Result<Key, Error> {
+pub fn admit_object(
+    registry: &Registry,
+    limits: &Limits,
+    object: &mut Object,
+) -> Result<Key, Error> {
     let size = object.encoded_len();
     if size > limits.max_object_bytes {
         return Err(Error::TooLarge {
@@ -43,7 +47,9 @@ pub fn admit_object(registry: &Registry, limits: &Limits, object: &mut Object) -
     if type_name.is_empty() {
         return Err(Error::Invalid("the spec has no type".into()));
     }
-    let kind = registry.kind(&type_name).map_err(|e| Error::Invalid(e.to_string()))?;
+    let kind = registry
+        .kind(&type_name)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     spec.type_url = type_url(&type_name);
     decode_strict(&kind.descriptor, spec, "spec")?;
 
@@ -63,7 +69,13 @@ pub fn admit_object(registry: &Registry, limits: &Limits, object: &mut Object) -
             )));
         }
     }
-    if metadata.owner_references.iter().filter(|o| o.controller).count() > 1 {
+    if metadata
+        .owner_references
+        .iter()
+        .filter(|o| o.controller)
+        .count()
+        > 1
+    {
         return Err(Error::Invalid(
             "metadata.owner_references: at most one owner may be the controller".into(),
         ));
@@ -79,18 +91,30 @@ pub fn admit_object(registry: &Registry, limits: &Limits, object: &mut Object) -
 }
 
 /// Checks the key of a get, delete or status update.
-pub fn admit_key(registry: &Registry, type_name: &str, namespace: &str, name: &str) -> Result<Key, Error> {
+pub fn admit_key(
+    registry: &Registry,
+    type_name: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Key, Error> {
     if type_name.is_empty() {
         return Err(Error::Invalid("no type given".into()));
     }
-    let kind = registry.kind(type_name).map_err(|e| Error::Invalid(e.to_string()))?;
+    let kind = registry
+        .kind(type_name)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     check_scope(kind.scope, type_name, namespace)?;
     check_name(name)?;
     Ok(Key::new(type_name, namespace, name))
 }
 
 /// Checks a status for an object of `key`'s type: it must be the kind's status message.
-pub fn admit_status(registry: &Registry, limits: &Limits, key: &Key, status: &mut Any) -> Result<(), Error> {
+pub fn admit_status(
+    registry: &Registry,
+    limits: &Limits,
+    key: &Key,
+    status: &mut Any,
+) -> Result<(), Error> {
     let size = status.encoded_len();
     if size > limits.max_object_bytes {
         return Err(Error::TooLarge {
@@ -99,7 +123,9 @@ pub fn admit_status(registry: &Registry, limits: &Limits, key: &Key, status: &mu
             limit: limits.max_object_bytes,
         });
     }
-    let kind = registry.kind(&key.type_name).map_err(|e| Error::Invalid(e.to_string()))?;
+    let kind = registry
+        .kind(&key.type_name)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let found = type_name_of_url(&status.type_url).to_owned();
     let descriptor = match kind.status {
         Some(expected) if expected.full_name() != found => {
@@ -110,7 +136,9 @@ pub fn admit_status(registry: &Registry, limits: &Limits, key: &Key, status: &mu
             )));
         }
         Some(expected) => expected,
-        None => registry.message(&found).map_err(|e| Error::Invalid(format!("status: {e}")))?,
+        None => registry
+            .message(&found)
+            .map_err(|e| Error::Invalid(format!("status: {e}")))?,
     };
     status.type_url = type_url(&found);
     decode_strict(&descriptor, status, "status")
@@ -118,9 +146,13 @@ pub fn admit_status(registry: &Registry, limits: &Limits, key: &Key, status: &mu
 
 /// Decodes an Any as `descriptor` and refuses fields the type does not have.
 fn decode_strict(descriptor: &MessageDescriptor, any: &Any, what: &str) -> Result<(), Error> {
-    let message = DynamicMessage::decode(descriptor.clone(), any.value.as_slice()).map_err(|e| {
-        Error::Invalid(format!("{what} does not decode as {}: {e}", descriptor.full_name()))
-    })?;
+    let message =
+        DynamicMessage::decode(descriptor.clone(), any.value.as_slice()).map_err(|e| {
+            Error::Invalid(format!(
+                "{what} does not decode as {}: {e}",
+                descriptor.full_name()
+            ))
+        })?;
     if let Some(path) = unknown_field(&message, what) {
         return Err(Error::Invalid(format!(
             "{path} is not a field of {}: is the spec of another type?",
@@ -195,7 +227,9 @@ fn check_dns_label(label: &str, field: &str) -> Result<(), Error> {
     let bytes = label.as_bytes();
     let valid = !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-';
     if valid {
@@ -211,8 +245,13 @@ fn check_dns_label(label: &str, field: &str) -> Result<(), Error> {
 fn check_label(key: &str, value: &str) -> Result<(), Error> {
     let key_ok = !key.is_empty()
         && key.len() <= 253
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    let value_ok = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    let value_ok = value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if key_ok && value_ok {
         Ok(())
     } else {
@@ -229,7 +268,8 @@ mod tests {
     use rubeapi::runink::{Herd, HerdStatus, Slice, SliceStatus};
 
     fn admit(mut object: Object) -> Result<Key, String> {
-        admit_object(&Registry::builtin(), &Limits::default(), &mut object).map_err(|e| e.to_string())
+        admit_object(&Registry::builtin(), &Limits::default(), &mut object)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -246,7 +286,10 @@ mod tests {
     #[test]
     fn refusals_name_the_problem() {
         let cases: Vec<(Object, &str)> = vec![
-            (object::new("h", "", &Slice::default()), "metadata.name is empty"),
+            (
+                object::new("h", "", &Slice::default()),
+                "metadata.name is empty",
+            ),
             (
                 object::new("h", "Bad_Name", &Slice::default()),
                 "metadata.name 'Bad_Name' is not a DNS name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
@@ -262,13 +305,20 @@ mod tests {
             (
                 Object {
                     metadata: Some(Default::default()),
-                    spec: Some(Any { type_url: "rube/no.Such".into(), value: vec![] }),
+                    spec: Some(Any {
+                        type_url: "rube/no.Such".into(),
+                        value: vec![],
+                    }),
                     status: None,
                 },
                 "unknown type 'no.Such'",
             ),
             (
-                Object { metadata: Some(Default::default()), spec: None, status: None },
+                Object {
+                    metadata: Some(Default::default()),
+                    spec: None,
+                    status: None,
+                },
                 "the object has no spec",
             ),
         ];
@@ -292,9 +342,16 @@ mod tests {
 
     #[test]
     fn oversized_objects_are_refused() {
-        let spec = Slice { command: "x".repeat(2 * 1024 * 1024), ..Default::default() };
+        let spec = Slice {
+            command: "x".repeat(2 * 1024 * 1024),
+            ..Default::default()
+        };
         let err = admit(object::new("h", "s", &spec)).unwrap_err();
-        assert!(err.starts_with("the object is 2097") && err.ends_with("bytes, over the limit of 1048576 bytes"), "{err}");
+        assert!(
+            err.starts_with("the object is 2097")
+                && err.ends_with("bytes, over the limit of 1048576 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -303,7 +360,10 @@ mod tests {
         let key = Key::new("runink.Slice", "h", "s");
         let mut wrong = object::pack(&HerdStatus::default());
         let err = admit_status(&registry, &Limits::default(), &key, &mut wrong).unwrap_err();
-        assert_eq!(err.to_string(), "the status of a runink.Slice must be a runink.SliceStatus, not 'runink.HerdStatus'");
+        assert_eq!(
+            err.to_string(),
+            "the status of a runink.Slice must be a runink.SliceStatus, not 'runink.HerdStatus'"
+        );
         let mut right = object::pack(&SliceStatus::default());
         admit_status(&registry, &Limits::default(), &key, &mut right).unwrap();
     }

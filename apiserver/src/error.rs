@@ -23,7 +23,9 @@ pub enum Error {
     },
 
     /// The history a watch asked for is gone.
-    #[error("revision {requested} has been compacted (compacted revision {compacted}); relist and watch from the list's revision")]
+    #[error(
+        "revision {requested} has been compacted (compacted revision {compacted}); relist and watch from the list's revision"
+    )]
     Compacted { requested: u64, compacted: u64 },
 
     /// Input that admission refuses; the message names the field and the problem.
@@ -31,7 +33,11 @@ pub enum Error {
     Invalid(String),
 
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { what: String, size: usize, limit: usize },
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
 
     /// One put of an atomic batch failed, so none was applied.
     #[error("object {} of {count} ({key}): {source}; nothing was applied", .index + 1)]

@@ -101,17 +101,27 @@ pub async fn serve_metrics<S: Store>(
     let health = move || async move {
         match store.revision().await {
             Ok(_) => (axum::http::StatusCode::OK, "ok\n".to_owned()),
-            Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+            Err(e) => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}\n"),
+            ),
         }
     };
     let app = axum::Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(health));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Compacts history older than `retention` revisions every `interval`, until `cancel` fires.
-pub fn spawn_compactor<S: Store>(store: Arc<S>, retention: u64, interval: Duration, cancel: CancellationToken) {
+pub fn spawn_compactor<S: Store>(
+    store: Arc<S>,
+    retention: u64,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
@@ -130,7 +140,11 @@ pub fn spawn_compactor<S: Store>(store: Arc<S>, retention: u64, interval: Durati
             let target = bounds.revision.saturating_sub(retention);
             if target > bounds.compacted {
                 match store.compact(target).await {
-                    Ok(done) => tracing::info!(compacted = done.compacted, revision = done.revision, "compacted history"),
+                    Ok(done) => tracing::info!(
+                        compacted = done.compacted,
+                        revision = done.revision,
+                        "compacted history"
+                    ),
                     Err(error) => tracing::warn!(%error, "compaction failed"),
                 }
             }

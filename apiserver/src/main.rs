@@ -21,7 +21,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "rube-apiserver", version, about = "Rube's apiserver: typed objects with revisions, list and watch over gRPC")]
+#[command(
+    name = "rube-apiserver",
+    version,
+    about = "Rube's apiserver: typed objects with revisions, list and watch over gRPC"
+)]
 struct Args {
     /// Where the sqlite store lives [default: <user data dir>/rube]
     #[arg(long, env = "RUBE_DATA_DIR")]
@@ -112,10 +116,12 @@ async fn main() -> Result<()> {
     let metrics_task = if args.metrics_listen == "off" {
         None
     } else {
-        let metrics_addr: SocketAddr = args
-            .metrics_listen
-            .parse()
-            .with_context(|| format!("--metrics-listen: '{}' is not an address or 'off'", args.metrics_listen))?;
+        let metrics_addr: SocketAddr = args.metrics_listen.parse().with_context(|| {
+            format!(
+                "--metrics-listen: '{}' is not an address or 'off'",
+                args.metrics_listen
+            )
+        })?;
         let metrics_listener = TcpListener::bind(metrics_addr)
             .await
             .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
@@ -129,7 +135,12 @@ async fn main() -> Result<()> {
         )))
     };
     if args.history_revisions > 0 {
-        apiserver::spawn_compactor(store.clone(), args.history_revisions, args.compaction_interval, cancel.clone());
+        apiserver::spawn_compactor(
+            store.clone(),
+            args.history_revisions,
+            args.compaction_interval,
+            cancel.clone(),
+        );
     }
 
     tracing::info!(
@@ -155,7 +166,17 @@ async fn main() -> Result<()> {
             cancel.cancel();
         }
     };
-    apiserver::serve(listener, store.clone(), registry, Limits { max_object_bytes: args.max_object_bytes }, metrics, shutdown).await?;
+    apiserver::serve(
+        listener,
+        store.clone(),
+        registry,
+        Limits {
+            max_object_bytes: args.max_object_bytes,
+        },
+        metrics,
+        shutdown,
+    )
+    .await?;
     if let Some(task) = metrics_task {
         task.await??;
     }

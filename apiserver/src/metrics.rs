@@ -69,8 +69,16 @@ impl Metrics {
             "gRPC request latency by method (for Watch: until the stream is set up)",
             latency.clone(),
         );
-        registry.register("rube_apiserver_watches", "open watch streams", watches.clone());
-        registry.register("rube_store_revision", "the store's current revision", revision.clone());
+        registry.register(
+            "rube_apiserver_watches",
+            "open watch streams",
+            watches.clone(),
+        );
+        registry.register(
+            "rube_store_revision",
+            "the store's current revision",
+            revision.clone(),
+        );
         registry.register(
             "rube_store_compacted_revision",
             "history up to this revision is compacted",
@@ -113,7 +121,8 @@ impl Metrics {
             self.compacted.set(bounds.compacted as i64);
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a string cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a string cannot fail");
         out
     }
 }

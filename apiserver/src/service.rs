@@ -9,18 +9,18 @@ use futures::{Stream, StreamExt};
 use rubeapi::Registry;
 use rubeapi::rube::api_server_server::ApiServer;
 use rubeapi::rube::{
-    ApplyRequest, ApplyResponse, CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest,
-    ListRequest, ListResponse, Object, PutRequest, PutResponse, TypesRequest, TypesResponse, UpdateStatusRequest,
-    WatchEvent, WatchRequest,
+    ApplyRequest, ApplyResponse, CompactRequest, CompactResponse, DeleteRequest, DeleteResponse,
+    GetRequest, ListRequest, ListResponse, Object, PutRequest, PutResponse, TypesRequest,
+    TypesResponse, UpdateStatusRequest, WatchEvent, WatchRequest,
 };
 use rubeapi::selector::Filter;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::Error;
 use crate::admission::{self, Limits};
 use crate::metrics::Metrics;
 use crate::store::{Expect, PutOp, Store, Written};
-use crate::Error;
 
 /// The `ApiServer` implementation over a store.
 pub struct ApiService<S> {
@@ -35,7 +35,13 @@ pub struct ApiService<S> {
 }
 
 impl<S: Store> ApiService<S> {
-    pub fn new(store: Arc<S>, registry: Registry, limits: Limits, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Arc<S>,
+        registry: Registry,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
         ApiService {
             store,
             types: registry.encode_file_descriptor_set(),
@@ -46,10 +52,16 @@ impl<S: Store> ApiService<S> {
         }
     }
 
-    async fn observe<T>(&self, method: &'static str, call: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = call.await;
-        let code = result.as_ref().map_or_else(Error::code, |_| tonic::Code::Ok);
+        let code = result
+            .as_ref()
+            .map_or_else(Error::code, |_| tonic::Code::Ok);
         self.metrics.observe(method, code, started.elapsed());
         match result {
             Ok(value) => Ok(Response::new(value)),
@@ -96,7 +108,10 @@ impl<S: Store> ApiServer for ApiService<S> {
         .await
     }
 
-    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
         self.observe("Apply", async {
             let puts = request.into_inner().puts;
             let count = puts.len();
@@ -105,7 +120,11 @@ impl<S: Store> ApiServer for ApiService<S> {
             }
             let mut ops = Vec::with_capacity(count);
             for (index, put) in puts.into_iter().enumerate() {
-                let key = put.object.as_ref().map(|o| crate::store::Key::of(o).to_string()).unwrap_or_default();
+                let key = put
+                    .object
+                    .as_ref()
+                    .map(|o| crate::store::Key::of(o).to_string())
+                    .unwrap_or_default();
                 let op = self.admit_put(put).map_err(|source| {
                     if count == 1 {
                         source
@@ -141,7 +160,9 @@ impl<S: Store> ApiServer for ApiService<S> {
         self.observe("List", async {
             let filter = filter_of(request.into_inner().selector)?;
             if !filter.type_name.is_empty() {
-                self.registry.kind(&filter.type_name).map_err(|e| Error::Invalid(e.to_string()))?;
+                self.registry
+                    .kind(&filter.type_name)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
             }
             let listing = self.store.list(filter).await?;
             Ok(ListResponse {
@@ -152,11 +173,17 @@ impl<S: Store> ApiServer for ApiService<S> {
         .await
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         self.observe("Delete", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
-            let written = self.store.delete(key, Expect::from_proto(r.precondition.as_ref())).await?;
+            let written = self
+                .store
+                .delete(key, Expect::from_proto(r.precondition.as_ref()))
+                .await?;
             Ok(DeleteResponse {
                 object: Some(written.object),
                 outcome: written.outcome.into(),
@@ -165,11 +192,16 @@ impl<S: Store> ApiServer for ApiService<S> {
         .await
     }
 
-    async fn update_status(&self, request: Request<UpdateStatusRequest>) -> Result<Response<Object>, Status> {
+    async fn update_status(
+        &self,
+        request: Request<UpdateStatusRequest>,
+    ) -> Result<Response<Object>, Status> {
         self.observe("UpdateStatus", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
-            let mut status = r.status.ok_or_else(|| Error::Invalid("the request has no status".into()))?;
+            let mut status = r
+                .status
+                .ok_or_else(|| Error::Invalid("the request has no status".into()))?;
             admission::admit_status(&self.registry, &self.limits, &key, &mut status)?;
             let written = self
                 .store
@@ -187,9 +219,14 @@ impl<S: Store> ApiServer for ApiService<S> {
             let r = request.into_inner();
             let filter = filter_of(r.selector)?;
             if !filter.type_name.is_empty() {
-                self.registry.kind(&filter.type_name).map_err(|e| Error::Invalid(e.to_string()))?;
+                self.registry
+                    .kind(&filter.type_name)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
             }
-            let events = self.store.watch(filter, r.from_revision, self.shutdown.child_token()).await?;
+            let events = self
+                .store
+                .watch(filter, r.from_revision, self.shutdown.child_token())
+                .await?;
             let guard = self.metrics.watch_opened();
             let stream = events.map(move |item| {
                 let _open = &guard;
@@ -200,7 +237,10 @@ impl<S: Store> ApiServer for ApiService<S> {
         .await
     }
 
-    async fn compact(&self, request: Request<CompactRequest>) -> Result<Response<CompactResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Request<CompactRequest>,
+    ) -> Result<Response<CompactResponse>, Status> {
         self.observe("Compact", async {
             let bounds = self.store.compact(request.into_inner().revision).await?;
             Ok(CompactResponse {
@@ -211,7 +251,10 @@ impl<S: Store> ApiServer for ApiService<S> {
         .await
     }
 
-    async fn types(&self, _request: Request<TypesRequest>) -> Result<Response<TypesResponse>, Status> {
+    async fn types(
+        &self,
+        _request: Request<TypesRequest>,
+    ) -> Result<Response<TypesResponse>, Status> {
         self.observe("Types", async {
             Ok(TypesResponse {
                 file_descriptor_set: self.types.clone(),

@@ -26,14 +26,16 @@ impl TestServer {
     /// A server on a fresh temp dir with default options.
     pub async fn start() -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut server = TestServer::start_in(temp.path(), SqliteOptions::default(), Limits::default()).await;
+        let mut server =
+            TestServer::start_in(temp.path(), SqliteOptions::default(), Limits::default()).await;
         server._temp = Some(temp);
         server
     }
 
     /// A server on `dir`, which outlives it.
     pub async fn start_in(dir: &Path, options: SqliteOptions, limits: Limits) -> TestServer {
-        let store = Arc::new(SqliteStore::open(dir, Registry::builtin(), options).expect("open the store"));
+        let store =
+            Arc::new(SqliteStore::open(dir, Registry::builtin(), options).expect("open the store"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -70,7 +72,9 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.address()).await.expect("connect to the test server")
+        Client::connect(&self.address())
+            .await
+            .expect("connect to the test server")
     }
 
     /// Stops the server gracefully and waits until the store is closed.

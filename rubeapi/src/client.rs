@@ -8,6 +8,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Error;
+use crate::Registry;
 use crate::rube::api_server_client::ApiServerClient;
 use crate::rube::precondition::Condition;
 use crate::rube::{
@@ -15,7 +16,6 @@ use crate::rube::{
     ListRequest, ListResponse, Object, Precondition, PutRequest, PutResponse, Selector,
     TypesRequest, UpdateStatusRequest, WatchEvent, WatchRequest,
 };
-use crate::Registry;
 
 pub use tonic::Code;
 
@@ -66,7 +66,11 @@ impl Client {
     }
 
     /// Creates or replaces one object. See `Precondition` for compare-and-swap.
-    pub async fn put(&self, object: Object, precondition: Option<Precondition>) -> Result<PutResponse, Error> {
+    pub async fn put(
+        &self,
+        object: Object,
+        precondition: Option<Precondition>,
+    ) -> Result<PutResponse, Error> {
         let request = PutRequest {
             object: Some(object),
             precondition,
@@ -127,7 +131,12 @@ impl Client {
             status: Some(status),
             precondition,
         };
-        Ok(self.inner.clone().update_status(request).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .update_status(request)
+            .await?
+            .into_inner())
     }
 
     /// Streams every change after `from_revision` (or after now, when `None`), then live changes.
@@ -146,12 +155,22 @@ impl Client {
     }
 
     pub async fn compact(&self, revision: u64) -> Result<CompactResponse, Error> {
-        Ok(self.inner.clone().compact(CompactRequest { revision }).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .compact(CompactRequest { revision })
+            .await?
+            .into_inner())
     }
 
     /// The server's type registry, for parsing and printing types this build does not know.
     pub async fn registry(&self) -> Result<Registry, Error> {
-        let response = self.inner.clone().types(TypesRequest {}).await?.into_inner();
+        let response = self
+            .inner
+            .clone()
+            .types(TypesRequest {})
+            .await?
+            .into_inner();
         Registry::from_file_descriptor_set(&response.file_descriptor_set)
     }
 }

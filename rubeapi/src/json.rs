@@ -7,7 +7,10 @@ use prost_reflect::{DynamicMessage, SerializeOptions};
 use crate::{Error, Registry};
 
 /// Any generated message of this crate as pretty JSON.
-pub fn to_json<M: Message + prost::Name>(registry: &Registry, message: &M) -> Result<String, Error> {
+pub fn to_json<M: Message + prost::Name>(
+    registry: &Registry,
+    message: &M,
+) -> Result<String, Error> {
     let dynamic = to_dynamic(registry, message)?;
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::pretty(&mut out);
@@ -18,7 +21,10 @@ pub fn to_json<M: Message + prost::Name>(registry: &Registry, message: &M) -> Re
 }
 
 /// Parses a generated message of this crate from JSON.
-pub fn from_json<M: Message + prost::Name + Default>(registry: &Registry, input: &str) -> Result<M, Error> {
+pub fn from_json<M: Message + prost::Name + Default>(
+    registry: &Registry,
+    input: &str,
+) -> Result<M, Error> {
     let descriptor = registry.message(&M::full_name())?;
     let mut deserializer = serde_json::Deserializer::from_str(input);
     let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer)
@@ -30,11 +36,16 @@ pub fn from_json<M: Message + prost::Name + Default>(registry: &Registry, input:
     })
 }
 
-fn to_dynamic<M: Message + prost::Name>(registry: &Registry, message: &M) -> Result<DynamicMessage, Error> {
+fn to_dynamic<M: Message + prost::Name>(
+    registry: &Registry,
+    message: &M,
+) -> Result<DynamicMessage, Error> {
     let descriptor = registry.message(&M::full_name())?;
-    DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).map_err(|e| Error::Decode {
-        type_name: M::full_name(),
-        reason: e.to_string(),
+    DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).map_err(|e| {
+        Error::Decode {
+            type_name: M::full_name(),
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -53,7 +64,10 @@ mod tests {
         )
         .unwrap();
         let json = to_json(&registry, &object).unwrap();
-        assert!(json.contains(r#""@type": "rube/api.systemd.Unit""#), "{json}");
+        assert!(
+            json.contains(r#""@type": "rube/api.systemd.Unit""#),
+            "{json}"
+        );
         assert!(json.contains(r#""type": "FORKING""#), "{json}");
         let again: Object = from_json(&registry, &json).unwrap();
         assert_eq!(object, again);

@@ -58,7 +58,9 @@ pub trait ObjectExt {
 
 impl ObjectExt for Object {
     fn type_name(&self) -> &str {
-        self.spec.as_ref().map_or("", |s| type_name_of_url(&s.type_url))
+        self.spec
+            .as_ref()
+            .map_or("", |s| type_name_of_url(&s.type_url))
     }
 
     fn namespace(&self) -> &str {
@@ -110,6 +112,9 @@ mod tests {
         assert_eq!(object.display_name(), "analytics");
         assert_eq!(object.spec_as::<Herd>().unwrap(), herd);
         let err = object.spec_as::<Slice>().unwrap_err();
-        assert_eq!(err.to_string(), "cannot decode runink.Slice: the value holds a runink.Herd");
+        assert_eq!(
+            err.to_string(),
+            "cannot decode runink.Slice: the value holds a runink.Herd"
+        );
     }
 }

@@ -12,7 +12,8 @@ use prost_reflect::{DescriptorPool, ExtensionDescriptor, MessageDescriptor, Valu
 
 use crate::Error;
 
-static BUILTIN_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rube_descriptor.bin"));
+static BUILTIN_DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/rube_descriptor.bin"));
 
 /// The name of the extension on `google.protobuf.MessageOptions` that marks a kind.
 const KIND_OPTION: &str = "rube.kind";
@@ -165,12 +166,24 @@ mod tests {
             })
             .collect();
         let expected = [
-            ("api.systemd.Unit", Scope::Namespaced, Some("api.systemd.UnitStatus")),
+            (
+                "api.systemd.Unit",
+                Scope::Namespaced,
+                Some("api.systemd.UnitStatus"),
+            ),
             ("rube.Lease", Scope::Cluster, None),
             ("rube.Node", Scope::Cluster, Some("rube.NodeStatus")),
             ("runink.Herd", Scope::Cluster, Some("runink.HerdStatus")),
-            ("runink.Pipeline", Scope::Namespaced, Some("runink.PipelineStatus")),
-            ("runink.Slice", Scope::Namespaced, Some("runink.SliceStatus")),
+            (
+                "runink.Pipeline",
+                Scope::Namespaced,
+                Some("runink.PipelineStatus"),
+            ),
+            (
+                "runink.Slice",
+                Scope::Namespaced,
+                Some("runink.SliceStatus"),
+            ),
         ];
         let expected: Vec<(String, Scope, Option<String>)> = expected
             .iter()
@@ -182,14 +195,21 @@ mod tests {
     #[test]
     fn unknown_and_non_kind_types_are_told_apart() {
         let registry = Registry::builtin();
-        assert!(matches!(registry.kind("no.Such"), Err(Error::UnknownType { .. })));
-        assert!(matches!(registry.kind("runink.Step"), Err(Error::NotAKind { .. })));
+        assert!(matches!(
+            registry.kind("no.Such"),
+            Err(Error::UnknownType { .. })
+        ));
+        assert!(matches!(
+            registry.kind("runink.Step"),
+            Err(Error::NotAKind { .. })
+        ));
     }
 
     #[test]
     fn round_trips_through_an_encoded_descriptor_set() {
         let registry = Registry::builtin();
-        let again = Registry::from_file_descriptor_set(&registry.encode_file_descriptor_set()).unwrap();
+        let again =
+            Registry::from_file_descriptor_set(&registry.encode_file_descriptor_set()).unwrap();
         assert_eq!(again.kinds().len(), registry.kinds().len());
     }
 }

@@ -107,10 +107,16 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         return Ok(Requirement::NotExists(label_key(key.trim())?));
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(label_key(k.trim())?, label_value(v.trim())?));
+        return Ok(Requirement::NotEquals(
+            label_key(k.trim())?,
+            label_value(v.trim())?,
+        ));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::Equals(label_key(k.trim())?, label_value(v.trim())?));
+        return Ok(Requirement::Equals(
+            label_key(k.trim())?,
+            label_value(v.trim())?,
+        ));
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if let [key, rest] = words.as_slice() {
@@ -120,7 +126,9 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         } else if let Some(list) = rest.strip_prefix("in") {
             (false, list)
         } else {
-            return Err(format!("expected 'in' or 'notin' after '{key}', found '{rest}'"));
+            return Err(format!(
+                "expected 'in' or 'notin' after '{key}', found '{rest}'"
+            ));
         };
         let list = list.trim();
         let inner = list
@@ -223,7 +231,10 @@ impl Filter {
     }
 
     pub fn matches(&self, object: &Object) -> bool {
-        let type_name = object.spec.as_ref().map_or("", |s| type_name_of_url(&s.type_url));
+        let type_name = object
+            .spec
+            .as_ref()
+            .map_or("", |s| type_name_of_url(&s.type_url));
         let Some(metadata) = object.metadata.as_ref() else {
             return false;
         };
@@ -238,14 +249,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_every_form() {
-        let s: LabelSelector = "node=worker-1, tier!=db,env in (a, b),zone notin (x),canary,!legacy"
-            .parse()
-            .unwrap();
+        let s: LabelSelector =
+            "node=worker-1, tier!=db,env in (a, b),zone notin (x),canary,!legacy"
+                .parse()
+                .unwrap();
         assert_eq!(
             s.requirements,
             vec![
@@ -257,7 +272,10 @@ mod tests {
                 Requirement::NotExists("legacy".into()),
             ]
         );
-        assert_eq!(s.to_string(), "node=worker-1,tier!=db,env in (a,b),zone notin (x),canary,!legacy");
+        assert_eq!(
+            s.to_string(),
+            "node=worker-1,tier!=db,env in (a,b),zone notin (x),canary,!legacy"
+        );
     }
 
     #[test]
@@ -276,7 +294,11 @@ mod tests {
     fn rejects_malformed_selectors() {
         for bad in ["a=b,", "a in (b", "a in b", "a b", "=b", "a=b c", "k=v)"] {
             let err = bad.parse::<LabelSelector>().unwrap_err();
-            assert!(err.to_string().starts_with(&format!("invalid label selector '{bad}'")), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid label selector '{bad}'")),
+                "{err}"
+            );
         }
     }
 

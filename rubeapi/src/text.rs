@@ -5,7 +5,9 @@
 //! line and column in the whole input, so `ructl put < file` can point at the mistake.
 
 use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, text_format::FormatOptions};
+use prost_reflect::{
+    DynamicMessage, MessageDescriptor, ReflectMessage, text_format::FormatOptions,
+};
 
 use crate::error::Location;
 use crate::rube::{Object, ObjectRef, WatchEvent};
@@ -95,9 +97,13 @@ pub fn parse_object_ref(registry: &Registry, input: &str) -> Result<ObjectRef, E
     if object_ref.r#type.is_empty() {
         return Err(syntax(input, 0, "the reference names no type".to_owned()));
     }
-    registry
-        .kind(&object_ref.r#type)
-        .map_err(|e| syntax(input, find(input, &object_ref.r#type).unwrap_or(0), e.to_string()))?;
+    registry.kind(&object_ref.r#type).map_err(|e| {
+        syntax(
+            input,
+            find(input, &object_ref.r#type).unwrap_or(0),
+            e.to_string(),
+        )
+    })?;
     Ok(object_ref)
 }
 
@@ -284,7 +290,10 @@ mod tests {
         let registry = Registry::builtin();
         let object = parse_object(&registry, SEED_UNIT).unwrap();
         let metadata = object.metadata.clone().unwrap();
-        assert_eq!((metadata.namespace.as_str(), metadata.name.as_str()), ("system", "indexer"));
+        assert_eq!(
+            (metadata.namespace.as_str(), metadata.name.as_str()),
+            ("system", "indexer")
+        );
         let spec = object.spec.unwrap();
         assert_eq!(spec.type_url, "rube/api.systemd.Unit");
         let unit = Unit::decode(spec.value.as_slice()).unwrap();
@@ -297,8 +306,11 @@ mod tests {
         assert_eq!(service.r#type(), ServiceType::Forking);
         assert_eq!(service.pid_file, "/blablabla/pid");
         assert_eq!(service.exec.clone().unwrap().start, ["echo \"Hey You!\""]);
-        let time = service.time.clone().unwrap();
-        assert_eq!((time.restart, time.timeout, time.limit, time.watchdog), (60, 30, 3600, 60));
+        let time = service.time.unwrap();
+        assert_eq!(
+            (time.restart, time.timeout, time.limit, time.watchdog),
+            (60, 30, 3600, 60)
+        );
         assert_eq!(service.restart(), Restart::OnFailure);
         let status = service.status.clone().unwrap();
         assert_eq!(status.success, [0, 1, 2]);
@@ -375,7 +387,10 @@ mod tests {
     fn bad_inputs_get_clear_errors() {
         let registry = Registry::builtin();
         let cases = [
-            ("metadata { name: \"x\" ", "1:22: expected '}' or a field name, but reached end of input"),
+            (
+                "metadata { name: \"x\" ",
+                "1:22: expected '}' or a field name, but reached end of input",
+            ),
             (
                 "metadata { name: \"x\" }\nspec { [rube/no.Such] { } }",
                 "2:8: message type 'no.Such' not found",
@@ -393,10 +408,17 @@ mod tests {
                 "2:1: the object has no spec: write spec { [rube/TYPE] { ... } }",
             ),
             ("", "1:1: no object in input"),
-            ("metadata { name: 5 }", "1:18: expected a string, but found '5'"),
+            (
+                "metadata { name: 5 }",
+                "1:18: expected a string, but found '5'",
+            ),
         ];
         for (input, expected) in cases {
-            assert_eq!(error_text(parse_objects(&registry, input)), expected, "input: {input}");
+            assert_eq!(
+                error_text(parse_objects(&registry, input)),
+                expected,
+                "input: {input}"
+            );
         }
     }
 
@@ -409,9 +431,16 @@ mod tests {
         )
         .unwrap();
         let m = r.metadata.unwrap();
-        assert_eq!((r.r#type.as_str(), m.namespace.as_str(), m.name.as_str()), ("api.systemd.Unit", "system", "indexer"));
+        assert_eq!(
+            (r.r#type.as_str(), m.namespace.as_str(), m.name.as_str()),
+            ("api.systemd.Unit", "system", "indexer")
+        );
         // An `=` inside a string stays.
-        let r = parse_object_ref(&registry, r#"type: "api.systemd.Unit" metadata { name: "a=b" }"#).unwrap();
+        let r = parse_object_ref(
+            &registry,
+            r#"type: "api.systemd.Unit" metadata { name: "a=b" }"#,
+        )
+        .unwrap();
         assert_eq!(r.metadata.unwrap().name, "a=b");
         assert_eq!(
             error_text(parse_object_ref(&registry, r#"type = "no.Such""#)),

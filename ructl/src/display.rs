@@ -129,10 +129,16 @@ pub fn table(objects: &[Object], now: SystemTime) -> String {
             age,
         ]);
     }
-    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(cells.join("   ").trim_end());
         out.push('\n');
     }
@@ -164,7 +170,10 @@ mod tests {
         let m = herd.metadata.as_mut().unwrap();
         m.generation = 2;
         m.revision = 17;
-        m.creation_timestamp = Some(Timestamp { seconds: 1_000, nanos: 0 });
+        m.creation_timestamp = Some(Timestamp {
+            seconds: 1_000,
+            nanos: 0,
+        });
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + 3 * 3600);
         expect![[r#"
             TYPE          NAMESPACE   NAME        GENERATION   REVISION   AGE

@@ -18,7 +18,11 @@ use rubeapi::{Client, Error, Registry, text};
 use crate::display::Output;
 
 #[derive(Debug, Parser)]
-#[command(name = "ructl", version, about = "Put, get, list, delete and watch Rube objects")]
+#[command(
+    name = "ructl",
+    version,
+    about = "Put, get, list, delete and watch Rube objects"
+)]
 struct Cli {
     /// The apiserver's address
     #[arg(long, global = true, env = "RUBE_SERVER", default_value = DEFAULT_SERVER)]
@@ -125,7 +129,10 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     let client = Client::connect(&cli.server).await?;
-    let registry = client.registry().await.context("cannot read the apiserver's types")?;
+    let registry = client
+        .registry()
+        .await
+        .context("cannot read the apiserver's types")?;
     let out = Output::new(registry.clone());
     match cli.command {
         Command::Put {
@@ -144,7 +151,8 @@ async fn run(cli: Cli) -> Result<()> {
             let (type_name, namespace, name) = match type_name {
                 Some(type_name) => (type_name, namespace, target),
                 None => {
-                    let r = text::parse_object_ref(&registry, &target).map_err(|e| at_source("<argument>", e))?;
+                    let r = text::parse_object_ref(&registry, &target)
+                        .map_err(|e| at_source("<argument>", e))?;
                     let m = r.metadata.unwrap_or_default();
                     (r.r#type, m.namespace, m.name)
                 }
@@ -162,7 +170,10 @@ async fn run(cli: Cli) -> Result<()> {
         } => watch(&client, &out, &query, from_revision, bookmarks).await,
         Command::Compact { revision } => {
             let r = client.compact(revision).await?;
-            println!("compacted to revision {} (current revision {})", r.compacted_revision, r.revision);
+            println!(
+                "compacted to revision {} (current revision {})",
+                r.compacted_revision, r.revision
+            );
             Ok(())
         }
         Command::Types => {
@@ -190,7 +201,8 @@ async fn put(
 ) -> Result<()> {
     let (source, input) = match file {
         Some(path) => {
-            let input = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let input = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), input)
         }
         None => {
@@ -203,7 +215,10 @@ async fn put(
     };
     let objects = text::parse_objects(registry, &input).map_err(|e| at_source(&source, e))?;
     if if_revision.is_some() && objects.len() != 1 {
-        bail!("--if-revision takes exactly one object, the input has {}", objects.len());
+        bail!(
+            "--if-revision takes exactly one object, the input has {}",
+            objects.len()
+        );
     }
     let precondition = match (create, if_revision) {
         (true, _) => Some(must_not_exist()),
@@ -234,7 +249,13 @@ async fn get(client: &Client, out: &Output, query: &Query, single: bool) -> Resu
     out.objects(&listing.objects, query.output, false)
 }
 
-async fn watch(client: &Client, out: &Output, query: &Query, from: Option<u64>, bookmarks: bool) -> Result<()> {
+async fn watch(
+    client: &Client,
+    out: &Output,
+    query: &Query,
+    from: Option<u64>,
+    bookmarks: bool,
+) -> Result<()> {
     if query.output == Format::Table {
         bail!("watch prints textproto or json, not a table");
     }
@@ -296,4 +317,3 @@ async fn wait(backoff: &mut impl Iterator<Item = Duration>, error: &Error) {
     eprintln!("watch interrupted ({error}); resuming in {delay:?}");
     tokio::time::sleep(delay).await;
 }
-

@@ -49,17 +49,24 @@ pub fn check(expect: Option<Expect>, existing: Option<&Object>, key: &Key) -> Re
             key: key.clone(),
             revision,
         }),
-        (Some(Expect::Revision(expected)), actual) if actual != Some(expected) => Err(Error::Conflict {
-            key: key.clone(),
-            expected,
-            actual,
-        }),
+        (Some(Expect::Revision(expected)), actual) if actual != Some(expected) => {
+            Err(Error::Conflict {
+                key: key.clone(),
+                expected,
+                actual,
+            })
+        }
         (Some(Expect::Revision(_)), _) => Ok(()),
     }
 }
 
 /// Plans a put of an admitted object.
-pub fn plan_put(registry: &Registry, existing: Option<&Object>, op: &PutOp, stamp: &Stamp) -> Result<Plan, Error> {
+pub fn plan_put(
+    registry: &Registry,
+    existing: Option<&Object>,
+    op: &PutOp,
+    stamp: &Stamp,
+) -> Result<Plan, Error> {
     let key = Key::of(&op.object);
     check(op.expect, existing, &key)?;
     let incoming = op.object.metadata.clone().unwrap_or_default();
@@ -115,8 +122,14 @@ pub fn plan_put(registry: &Registry, existing: Option<&Object>, op: &PutOp, stam
         spec: op.object.spec.clone(),
         status: old.status.clone(),
     };
-    let marked = object.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_some());
-    let unfinalized = object.metadata.as_ref().is_some_and(|m| m.finalizers.is_empty());
+    let marked = object
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.deletion_timestamp.is_some());
+    let unfinalized = object
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.finalizers.is_empty());
     if marked && unfinalized {
         return Ok(Plan::Remove { object });
     }
@@ -128,7 +141,12 @@ pub fn plan_put(registry: &Registry, existing: Option<&Object>, op: &PutOp, stam
 }
 
 /// Plans a delete: removal, or a deletion mark while finalizers remain.
-pub fn plan_delete(existing: Option<&Object>, key: &Key, expect: Option<Expect>, stamp: &Stamp) -> Result<Plan, Error> {
+pub fn plan_delete(
+    existing: Option<&Object>,
+    key: &Key,
+    expect: Option<Expect>,
+    stamp: &Stamp,
+) -> Result<Plan, Error> {
     let Some(old) = existing else {
         return Err(Error::NotFound { key: key.clone() });
     };
@@ -175,7 +193,10 @@ pub fn plan_update_status(
     }
     let mut object = old.clone();
     object.status = Some(status.clone());
-    object.metadata.get_or_insert_with(Default::default).revision = stamp.revision;
+    object
+        .metadata
+        .get_or_insert_with(Default::default)
+        .revision = stamp.revision;
     Ok(Plan::Write {
         object,
         outcome: Outcome::Updated,
@@ -236,7 +257,9 @@ mod tests {
 
     fn written(plan: Plan) -> Object {
         match plan {
-            Plan::Write { object, .. } | Plan::Remove { object } | Plan::Unchanged { object, .. } => object,
+            Plan::Write { object, .. }
+            | Plan::Remove { object }
+            | Plan::Unchanged { object, .. } => object,
         }
     }
 
@@ -244,13 +267,21 @@ mod tests {
     fn creation_sets_server_fields() {
         let registry = Registry::builtin();
         let plan = plan_put(&registry, None, &put(slice("a"), None), &stamp(7)).unwrap();
-        let Plan::Write { object, outcome, prev_labels } = plan else {
+        let Plan::Write {
+            object,
+            outcome,
+            prev_labels,
+        } = plan
+        else {
             panic!("expected a write")
         };
         assert_eq!(outcome, Outcome::Created);
         assert_eq!(prev_labels, None);
         let m = object.metadata.unwrap();
-        assert_eq!((m.revision, m.create_revision, m.generation, m.uid.as_str()), (7, 7, 1, "uid-7"));
+        assert_eq!(
+            (m.revision, m.create_revision, m.generation, m.uid.as_str()),
+            (7, 7, 1, "uid-7")
+        );
     }
 
     #[test]
@@ -259,9 +290,21 @@ mod tests {
         let v1 = written(plan_put(&registry, None, &put(slice("a"), None), &stamp(1)).unwrap());
 
         let mut relabelled = slice("a");
-        relabelled.metadata.as_mut().unwrap().labels.insert("node".into(), "w1".into());
+        relabelled
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("node".into(), "w1".into());
         let v2 = plan_put(&registry, Some(&v1), &put(relabelled, None), &stamp(2)).unwrap();
-        let Plan::Write { object: v2, prev_labels, .. } = v2 else { panic!() };
+        let Plan::Write {
+            object: v2,
+            prev_labels,
+            ..
+        } = v2
+        else {
+            panic!()
+        };
         assert_eq!(v2.metadata.as_ref().unwrap().generation, 1);
         assert_eq!(prev_labels, Some(Labels::new()));
 
@@ -269,7 +312,10 @@ mod tests {
         changed.metadata = v2.metadata.clone();
         let v3 = written(plan_put(&registry, Some(&v2), &put(changed, None), &stamp(3)).unwrap());
         let m = v3.metadata.unwrap();
-        assert_eq!((m.generation, m.revision, m.create_revision, m.uid.as_str()), (2, 3, 1, "uid-1"));
+        assert_eq!(
+            (m.generation, m.revision, m.create_revision, m.uid.as_str()),
+            (2, 3, 1, "uid-1")
+        );
     }
 
     #[test]
@@ -279,7 +325,15 @@ mod tests {
         for i in 0..20 {
             spec.env.insert(format!("K{i}"), format!("v{i}"));
         }
-        let v1 = written(plan_put(&registry, None, &put(object::new("h", "s", &spec), None), &stamp(1)).unwrap());
+        let v1 = written(
+            plan_put(
+                &registry,
+                None,
+                &put(object::new("h", "s", &spec), None),
+                &stamp(1),
+            )
+            .unwrap(),
+        );
         // A fresh encoding of the same map may order entries differently.
         let again = object::new("h", "s", &spec.clone());
         let plan = plan_put(&registry, Some(&v1), &put(again, None), &stamp(2)).unwrap();
@@ -291,56 +345,150 @@ mod tests {
         let registry = Registry::builtin();
         let v1 = written(plan_put(&registry, None, &put(slice("a"), None), &stamp(5)).unwrap());
         let key = Key::of(&v1);
-        let stale = plan_put(&registry, Some(&v1), &put(slice("b"), Some(Expect::Revision(4))), &stamp(6));
-        assert_eq!(stale, Err(Error::Conflict { key: key.clone(), expected: 4, actual: Some(5) }));
+        let stale = plan_put(
+            &registry,
+            Some(&v1),
+            &put(slice("b"), Some(Expect::Revision(4))),
+            &stamp(6),
+        );
+        assert_eq!(
+            stale,
+            Err(Error::Conflict {
+                key: key.clone(),
+                expected: 4,
+                actual: Some(5)
+            })
+        );
         assert_eq!(
             stale.unwrap_err().to_string(),
             "conflict on runink.Slice herd/s: expected revision 4, found 5"
         );
-        let exists = plan_put(&registry, Some(&v1), &put(slice("b"), Some(Expect::Absent)), &stamp(6));
-        assert_eq!(exists, Err(Error::AlreadyExists { key: key.clone(), revision: 5 }));
-        let missing = plan_put(&registry, None, &put(slice("b"), Some(Expect::Revision(5))), &stamp(6));
-        assert_eq!(missing, Err(Error::Conflict { key, expected: 5, actual: None }));
-        assert!(plan_put(&registry, Some(&v1), &put(slice("b"), Some(Expect::Revision(5))), &stamp(6)).is_ok());
+        let exists = plan_put(
+            &registry,
+            Some(&v1),
+            &put(slice("b"), Some(Expect::Absent)),
+            &stamp(6),
+        );
+        assert_eq!(
+            exists,
+            Err(Error::AlreadyExists {
+                key: key.clone(),
+                revision: 5
+            })
+        );
+        let missing = plan_put(
+            &registry,
+            None,
+            &put(slice("b"), Some(Expect::Revision(5))),
+            &stamp(6),
+        );
+        assert_eq!(
+            missing,
+            Err(Error::Conflict {
+                key,
+                expected: 5,
+                actual: None
+            })
+        );
+        assert!(
+            plan_put(
+                &registry,
+                Some(&v1),
+                &put(slice("b"), Some(Expect::Revision(5))),
+                &stamp(6)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn finalizers_turn_delete_into_a_mark_and_the_last_removal_deletes() {
         let registry = Registry::builtin();
         let mut o = slice("a");
-        o.metadata.as_mut().unwrap().finalizers.push("rube/cleanup".into());
+        o.metadata
+            .as_mut()
+            .unwrap()
+            .finalizers
+            .push("rube/cleanup".into());
         let v1 = written(plan_put(&registry, None, &put(o.clone(), None), &stamp(1)).unwrap());
         let key = Key::of(&v1);
 
         let marked = plan_delete(Some(&v1), &key, None, &stamp(2)).unwrap();
-        let Plan::Write { object: v2, outcome: Outcome::DeletionPending, .. } = marked else { panic!("{marked:?}") };
+        let Plan::Write {
+            object: v2,
+            outcome: Outcome::DeletionPending,
+            ..
+        } = marked
+        else {
+            panic!("{marked:?}")
+        };
         assert!(v2.metadata.as_ref().unwrap().deletion_timestamp.is_some());
         // Deleting again changes nothing.
-        assert!(!plan_delete(Some(&v2), &key, None, &stamp(3)).unwrap().is_change());
+        assert!(
+            !plan_delete(Some(&v2), &key, None, &stamp(3))
+                .unwrap()
+                .is_change()
+        );
 
         let mut unfinalized = o;
         unfinalized.metadata.as_mut().unwrap().finalizers.clear();
         let removed = plan_put(&registry, Some(&v2), &put(unfinalized, None), &stamp(3)).unwrap();
-        let Plan::Remove { object } = removed else { panic!("{removed:?}") };
+        let Plan::Remove { object } = removed else {
+            panic!("{removed:?}")
+        };
         assert_eq!(object.revision(), 3);
     }
 
     #[test]
     fn status_updates_keep_spec_and_generation() {
         let registry = Registry::builtin();
-        let spec = Herd { description: "x".into(), quota: Some(Quota::default()) };
-        let v1 = written(plan_put(&registry, None, &put(object::new("", "h", &spec), None), &stamp(1)).unwrap());
+        let spec = Herd {
+            description: "x".into(),
+            quota: Some(Quota::default()),
+        };
+        let v1 = written(
+            plan_put(
+                &registry,
+                None,
+                &put(object::new("", "h", &spec), None),
+                &stamp(1),
+            )
+            .unwrap(),
+        );
         let key = Key::of(&v1);
-        let status = object::pack(&rubeapi::runink::HerdStatus { slices: 3, ..Default::default() });
-        let v2 = written(plan_update_status(&registry, Some(&v1), &key, &status, None, &stamp(2)).unwrap());
+        let status = object::pack(&rubeapi::runink::HerdStatus {
+            slices: 3,
+            ..Default::default()
+        });
+        let v2 = written(
+            plan_update_status(&registry, Some(&v1), &key, &status, None, &stamp(2)).unwrap(),
+        );
         assert_eq!(v2.metadata.as_ref().unwrap().generation, 1);
         assert_eq!(v2.revision(), 2);
         assert_eq!(v2.spec, v1.spec);
-        assert!(!plan_update_status(&registry, Some(&v2), &key, &status, None, &stamp(3)).unwrap().is_change());
+        assert!(
+            !plan_update_status(&registry, Some(&v2), &key, &status, None, &stamp(3))
+                .unwrap()
+                .is_change()
+        );
         // A later spec put keeps the status.
-        let spec2 = Herd { description: "y".into(), quota: None };
-        let v3 = written(plan_put(&registry, Some(&v2), &put(object::new("", "h", &spec2), None), &stamp(3)).unwrap());
+        let spec2 = Herd {
+            description: "y".into(),
+            quota: None,
+        };
+        let v3 = written(
+            plan_put(
+                &registry,
+                Some(&v2),
+                &put(object::new("", "h", &spec2), None),
+                &stamp(3),
+            )
+            .unwrap(),
+        );
         assert_eq!(v3.status, Some(status));
-        assert_eq!(plan_update_status(&registry, None, &key, &Any::default(), None, &stamp(4)), Err(Error::NotFound { key }));
+        assert_eq!(
+            plan_update_status(&registry, None, &key, &Any::default(), None, &stamp(4)),
+            Err(Error::NotFound { key })
+        );
     }
 }

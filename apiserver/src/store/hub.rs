@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,7 +43,12 @@ pub trait History: Send + Sync + 'static {
     ///
     /// # Errors
     /// `Compacted` when `after` is older than the compaction point.
-    fn read(&self, filter: &Filter, after: Revision, limit: usize) -> impl Future<Output = Result<Page, Error>> + Send;
+    fn read(
+        &self,
+        filter: &Filter,
+        after: Revision,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, Error>> + Send;
 }
 
 enum Signal {
@@ -66,6 +72,8 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     buffer: usize,
+    /// Subscribers dropped because their buffer was full.
+    demoted: AtomicU64,
 }
 
 /// How watchers behave.
@@ -95,7 +103,13 @@ impl Hub {
                 subscribers: HashMap::new(),
             }),
             buffer,
+            demoted: AtomicU64::new(0),
         }
+    }
+
+    /// How many times a slow watcher was sent back to reading history.
+    pub fn demoted(&self) -> u64 {
+        self.demoted.load(Ordering::Relaxed)
     }
 
     /// The revision up to which events have been published.
@@ -112,6 +126,7 @@ impl Hub {
     /// A subscriber whose buffer is full is dropped; its watcher catches up from history.
     pub fn publish(&self, events: &[Arc<Event>], revision: Revision) {
         let mut state = self.state.lock().expect("hub lock");
+        let before = state.subscribers.len();
         state.subscribers.retain(|_, subscriber| {
             events.iter().all(|event| {
                 if event.for_filter(&subscriber.filter).is_none() {
@@ -120,6 +135,10 @@ impl Hub {
                 subscriber.tx.try_send(Signal::Event(event.clone())).is_ok()
             })
         });
+        let dropped = before - state.subscribers.len();
+        if dropped > 0 {
+            self.demoted.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
         state.published = state.published.max(revision);
     }
 
@@ -128,9 +147,12 @@ impl Hub {
         let mut state = self.state.lock().expect("hub lock");
         let published = state.published;
         // A full buffer only means this progress note is skipped; the next one will do.
-        state
-            .subscribers
-            .retain(|_, s| !matches!(s.tx.try_send(Signal::Progress(published)), Err(mpsc::error::TrySendError::Closed(_))));
+        state.subscribers.retain(|_, s| {
+            !matches!(
+                s.tx.try_send(Signal::Progress(published)),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
     }
 
     /// Subscribes a watcher that has seen everything up to `seen`, or returns `None` when more
@@ -162,7 +184,9 @@ pub fn watch<H: History>(
     if from.is_none() {
         // Tell the client where "now" is, so it can resume from there after a disconnect.
         let bookmark = watch_event::Event::Bookmark(Bookmark { revision: start });
-        let _ = tx.try_send(Ok(WatchEvent { event: Some(bookmark) }));
+        let _ = tx.try_send(Ok(WatchEvent {
+            event: Some(bookmark),
+        }));
     }
     tokio::spawn(async move {
         let watcher = Watcher {
@@ -259,8 +283,13 @@ impl<H: History> Watcher<H> {
                 Some(Signal::Progress(revision)) => {
                     self.last = self.last.max(revision);
                     if last_sent.elapsed() >= self.options.bookmark_interval {
-                        let bookmark = watch_event::Event::Bookmark(Bookmark { revision: self.last });
-                        self.send(WatchEvent { event: Some(bookmark) }).await?;
+                        let bookmark = watch_event::Event::Bookmark(Bookmark {
+                            revision: self.last,
+                        });
+                        self.send(WatchEvent {
+                            event: Some(bookmark),
+                        })
+                        .await?;
                         last_sent = Instant::now();
                     }
                 }

@@ -127,7 +127,9 @@ impl Event {
             (EventKind::Put, true) => watch_event::Event::Update(object.clone()),
             (EventKind::Delete, true) => watch_event::Event::Delete(object.clone()),
             (EventKind::Put, false) => match &self.prev_labels {
-                Some(prev) if filter.labels.matches(prev) => watch_event::Event::Delete(object.clone()),
+                Some(prev) if filter.labels.matches(prev) => {
+                    watch_event::Event::Delete(object.clone())
+                }
                 _ => return None,
             },
             (EventKind::Delete, false) => return None,
@@ -184,7 +186,11 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// `NotFound`; `Conflict` when the precondition fails.
-    fn delete(&self, key: Key, expect: Option<Expect>) -> impl Future<Output = Result<Written, Error>> + Send;
+    fn delete(
+        &self,
+        key: Key,
+        expect: Option<Expect>,
+    ) -> impl Future<Output = Result<Written, Error>> + Send;
 
     /// Replaces the status. Never changes spec or generation; an equal status is `Unchanged`.
     ///
@@ -215,7 +221,8 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// `Invalid` when `revision` is in the future.
-    fn compact(&self, revision: Revision) -> impl Future<Output = Result<Compaction, Error>> + Send;
+    fn compact(&self, revision: Revision)
+    -> impl Future<Output = Result<Compaction, Error>> + Send;
 
     /// The current revision and compaction point.
     fn revision(&self) -> impl Future<Output = Result<Compaction, Error>> + Send;

@@ -29,7 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::{self, Plan, Stamp};
 use super::hub::{self, History, Hub, Page, WatchOptions};
-use super::{Compaction, Event, EventKind, Expect, Key, Listing, PutOp, Revision, Store, WatchStream, Written};
+use super::{
+    Compaction, Event, EventKind, Expect, Key, Listing, PutOp, Revision, Store, WatchStream,
+    Written,
+};
 use crate::Error;
 
 /// The database file inside the data dir.
@@ -92,7 +95,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.history.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.history.path)
+            .finish()
     }
 }
 
@@ -102,12 +107,20 @@ impl SqliteStore {
     ///
     /// # Errors
     /// `Unavailable` when the directory cannot be created or locked, or the database opened.
-    pub fn open(dir: &Path, registry: Registry, options: SqliteOptions) -> Result<SqliteStore, Error> {
-        fs::create_dir_all(dir).map_err(|e| Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display())))?;
+    pub fn open(
+        dir: &Path,
+        registry: Registry,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, Error> {
+        fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
         let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+        )?;
         conn.execute_batch(SCHEMA)?;
         let revision = read_meta(&conn, "revision")?;
         let compacted = read_meta(&conn, "compacted")?;
@@ -148,7 +161,15 @@ impl SqliteStore {
         self.hub.subscribers()
     }
 
-    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command) -> Result<T, Error> {
+    /// How many times a slow watcher fell behind and was sent back to reading history.
+    pub fn demoted_watchers(&self) -> u64 {
+        self.hub.demoted()
+    }
+
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+    ) -> Result<T, Error> {
         let (reply, response) = oneshot::channel();
         self.commands
             .send(make(reply))
@@ -189,7 +210,9 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, Error> {
 }
 
 fn read_meta(conn: &Connection, key: &str) -> Result<u64, Error> {
-    let value: i64 = conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))?;
+    let value: i64 = conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get(0)
+    })?;
     Ok(value as u64)
 }
 
@@ -231,10 +254,16 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, key: Key, expect: Option<Expect>) -> Result<Written, Error> {
-        self.send(|reply| Command::Delete { key, expect, reply }).await
+        self.send(|reply| Command::Delete { key, expect, reply })
+            .await
     }
 
-    async fn update_status(&self, key: Key, status: Any, expect: Option<Expect>) -> Result<Written, Error> {
+    async fn update_status(
+        &self,
+        key: Key,
+        status: Any,
+        expect: Option<Expect>,
+    ) -> Result<Written, Error> {
         self.send(|reply| Command::UpdateStatus {
             key,
             status,
@@ -244,7 +273,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn watch(&self, filter: Filter, from: Option<Revision>, cancel: CancellationToken) -> Result<WatchStream, Error> {
+    async fn watch(
+        &self,
+        filter: Filter,
+        from: Option<Revision>,
+        cancel: CancellationToken,
+    ) -> Result<WatchStream, Error> {
         if let Some(from) = from {
             let bounds = self.revision().await?;
             if from < bounds.compacted {
@@ -265,7 +299,8 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<Compaction, Error> {
-        self.send(|reply| Command::Compact { revision, reply }).await
+        self.send(|reply| Command::Compact { revision, reply })
+            .await
     }
 
     async fn revision(&self) -> Result<Compaction, Error> {
@@ -284,10 +319,13 @@ impl Store for SqliteStore {
 }
 
 fn load(conn: &Connection, key: &Key) -> Result<Option<Object>, Error> {
-    let mut statement =
-        conn.prepare_cached("SELECT data FROM objects WHERE type = ?1 AND namespace = ?2 AND name = ?3")?;
+    let mut statement = conn.prepare_cached(
+        "SELECT data FROM objects WHERE type = ?1 AND namespace = ?2 AND name = ?3",
+    )?;
     let data: Option<Vec<u8>> = statement
-        .query_row(params![key.type_name, key.namespace, key.name], |row| row.get(0))
+        .query_row(params![key.type_name, key.namespace, key.name], |row| {
+            row.get(0)
+        })
         .optional()?;
     Ok(data.map(|d| Object::decode(d.as_slice())).transpose()?)
 }
@@ -418,11 +456,22 @@ enum Command {
     },
 }
 
-/// A command's result, held until its transaction commits.
+/// A command's result, held until its transaction commits. Short-lived, one per command, so the
+/// size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Done {
-    Apply(oneshot::Sender<Result<Vec<Written>, Error>>, Result<Vec<Written>, Error>),
-    One(oneshot::Sender<Result<Written, Error>>, Result<Written, Error>),
-    Compact(oneshot::Sender<Result<Compaction, Error>>, Result<Compaction, Error>),
+    Apply(
+        oneshot::Sender<Result<Vec<Written>, Error>>,
+        Result<Vec<Written>, Error>,
+    ),
+    One(
+        oneshot::Sender<Result<Written, Error>>,
+        Result<Written, Error>,
+    ),
+    Compact(
+        oneshot::Sender<Result<Compaction, Error>>,
+        Result<Compaction, Error>,
+    ),
 }
 
 impl Done {
@@ -491,7 +540,9 @@ impl Writer {
         let mut events = Vec::new();
         let mut done = Vec::with_capacity(batch.len());
         let result = (|| -> Result<(), Error> {
-            let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut state = TxState {
                 registry: &self.registry,
                 revision: self.revision,
@@ -501,8 +552,8 @@ impl Writer {
             for command in batch.drain(..) {
                 let savepoint = tx.savepoint()?;
                 let before = (state.revision, state.compacted, state.events.len());
-                let result = state.execute(&savepoint, command);
-                if result.is_ok() {
+                let (result, succeeded) = state.execute(&savepoint, command);
+                if succeeded {
                     savepoint.commit()?;
                 } else {
                     drop(savepoint);
@@ -514,17 +565,22 @@ impl Writer {
             }
             let (revision, compacted) = (state.revision, state.compacted);
             if revision != start.0 {
-                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64])?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+                    [revision as i64],
+                )?;
             }
             if compacted != start.1 {
-                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compacted'", [compacted as i64])?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'compacted'",
+                    [compacted as i64],
+                )?;
             }
             tx.commit()?;
             self.revision = revision;
             self.compacted = compacted;
             Ok(())
         })();
-        let done: Vec<Done> = done.into_iter().map(|d| d.unwrap_or_else(|d| d)).collect();
         match result {
             Ok(()) => {
                 self.hub.publish(&events, self.revision);
@@ -570,7 +626,9 @@ impl Command {
     fn reply_err(self, error: Error) {
         match self {
             Command::Apply { reply, .. } => drop(reply.send(Err(error))),
-            Command::Delete { reply, .. } | Command::UpdateStatus { reply, .. } => drop(reply.send(Err(error))),
+            Command::Delete { reply, .. } | Command::UpdateStatus { reply, .. } => {
+                drop(reply.send(Err(error)))
+            }
             Command::Compact { reply, .. } => drop(reply.send(Err(error))),
         }
     }
@@ -585,8 +643,9 @@ struct TxState<'a> {
 }
 
 impl TxState<'_> {
-    /// Runs one command; `Err` carries the failed command's answer (its savepoint is rolled back).
-    fn execute(&mut self, conn: &Connection, command: Command) -> Result<Done, Done> {
+    /// Runs one command; returns its answer and whether it succeeded (else its savepoint is
+    /// rolled back).
+    fn execute(&mut self, conn: &Connection, command: Command) -> (Done, bool) {
         match command {
             Command::Apply { ops, reply } => {
                 let count = ops.len();
@@ -611,11 +670,11 @@ impl TxState<'_> {
                             } else {
                                 error
                             };
-                            return Err(Done::Apply(reply, Err(error)));
+                            return (Done::Apply(reply, Err(error)), false);
                         }
                     }
                 }
-                Ok(Done::Apply(reply, Ok(written)))
+                (Done::Apply(reply, Ok(written)), true)
             }
             Command::Delete { key, expect, reply } => {
                 let result = self.next_stamp().and_then(|stamp| {
@@ -633,7 +692,14 @@ impl TxState<'_> {
             } => {
                 let result = self.next_stamp().and_then(|stamp| {
                     let existing = load(conn, &key)?;
-                    let plan = core::plan_update_status(self.registry, existing.as_ref(), &key, &status, expect, &stamp)?;
+                    let plan = core::plan_update_status(
+                        self.registry,
+                        existing.as_ref(),
+                        &key,
+                        &status,
+                        expect,
+                        &stamp,
+                    )?;
                     self.write(conn, &key, plan)
                 });
                 settle(result, |r| Done::One(reply, r))
@@ -682,8 +748,10 @@ impl TxState<'_> {
                 (object, outcome, EventKind::Put, prev_labels)
             }
             Plan::Remove { object } => {
-                conn.prepare_cached("DELETE FROM objects WHERE type = ?1 AND namespace = ?2 AND name = ?3")?
-                    .execute(params![key.type_name, key.namespace, key.name])?;
+                conn.prepare_cached(
+                    "DELETE FROM objects WHERE type = ?1 AND namespace = ?2 AND name = ?3",
+                )?
+                .execute(params![key.type_name, key.namespace, key.name])?;
                 (object, Outcome::Deleted, EventKind::Delete, None)
             }
         };
@@ -717,9 +785,10 @@ impl TxState<'_> {
     }
 }
 
-fn settle<T>(result: Result<T, Error>, done: impl FnOnce(Result<T, Error>) -> Done) -> Result<Done, Done> {
-    match result {
-        Ok(value) => Ok(done(Ok(value))),
-        Err(error) => Err(done(Err(error))),
-    }
+fn settle<T>(
+    result: Result<T, Error>,
+    done: impl FnOnce(Result<T, Error>) -> Done,
+) -> (Done, bool) {
+    let succeeded = result.is_ok();
+    (done(result), succeeded)
 }

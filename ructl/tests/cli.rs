@@ -1,0 +1,441 @@
+//! ructl end to end: the real binary against a real apiserver (sqlite in a temp dir, gRPC on
+//! port 0). The seed's commands are used verbatim.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use apiserver::testing::TestServer;
+use prost_reflect::DynamicMessage;
+use rubeapi::rube::{Object, Selector};
+use rubeapi::{Registry, text};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const SEED_UNIT: &str = include_str!("../../examples/system/indexer.textproto");
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn ructl(server: &TestServer, args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ructl"))
+        .arg("--server")
+        .arg(server.address())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ructl");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ructl finishes within 30 s")
+        .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+async fn ok(server: &TestServer, args: &[&str], stdin: &str) -> String {
+    let run = ructl(server, args, stdin).await;
+    assert_eq!(run.code, 0, "ructl {args:?} failed: {}", run.stderr);
+    run.stdout
+}
+
+/// A `ructl watch` running in the background, read line by line.
+struct Watcher {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watcher {
+    async fn start(server: &TestServer, args: &[&str]) -> Watcher {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ructl"))
+            .arg("--server")
+            .arg(server.address())
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run ructl watch");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Watcher { child, lines }
+    }
+
+    /// The next event as printed: every line up to the blank line that ends it.
+    async fn next_event(&mut self) -> String {
+        let mut event = String::new();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("a watch event within 10 s")
+                .unwrap()
+                .expect("ructl watch is still running");
+            if line.is_empty() && !event.is_empty() {
+                return event;
+            }
+            event.push_str(&line);
+            event.push('\n');
+        }
+    }
+}
+
+async fn revision(server: &TestServer) -> u64 {
+    server
+        .client()
+        .await
+        .list(Selector::default())
+        .await
+        .unwrap()
+        .revision
+}
+
+fn spec_of(object: &Object) -> DynamicMessage {
+    let registry = Registry::builtin();
+    let spec = object.spec.as_ref().unwrap();
+    let descriptor = registry
+        .message(rubeapi::type_name_of_url(&spec.type_url))
+        .unwrap();
+    DynamicMessage::decode(descriptor, spec.value.as_slice()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_example_puts_gets_watches_and_deletes_verbatim() {
+    let server = TestServer::start().await;
+    // Started before anything exists: the seed's global watch.
+    let mut watcher = Watcher::start(&server, &["-t", "api.systemd.Unit"]).await;
+    // Let the watch reach the server before the put.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let put = ok(&server, &["put"], SEED_UNIT).await;
+    assert_eq!(
+        put,
+        "api.systemd.Unit system/indexer created (revision 1)\n"
+    );
+    assert_eq!(
+        ok(&server, &["put"], SEED_UNIT).await,
+        "api.systemd.Unit system/indexer unchanged (revision 1)\n"
+    );
+
+    // get returns it field for field.
+    let got = ok(
+        &server,
+        &["get", "-t", "api.systemd.Unit", "-n", "system", "indexer"],
+        "",
+    )
+    .await;
+    let registry = Registry::builtin();
+    let stored = text::parse_object(&registry, &got).unwrap();
+    let original = text::parse_object(&registry, SEED_UNIT).unwrap();
+    assert_eq!(spec_of(&stored), spec_of(&original));
+    let m = stored.metadata.as_ref().unwrap();
+    assert_eq!(
+        (
+            m.namespace.as_str(),
+            m.name.as_str(),
+            m.revision,
+            m.generation
+        ),
+        ("system", "indexer", 1, 1)
+    );
+    assert!(got.contains("[rube/api.systemd.Unit] {"), "{got}");
+
+    let update = watcher.next_event().await;
+    assert!(
+        update.starts_with(
+            "update {\n  metadata {\n    namespace: \"system\"\n    name: \"indexer\"\n"
+        ),
+        "{update}"
+    );
+    assert!(update.contains("oom_policy: KILL"), "{update}");
+
+    // The seed's long form of delete.
+    let deleted = ok(
+        &server,
+        &[
+            "delete",
+            r#"type = "api.systemd.Unit", metadata { namespace: "system", name: "indexer" }"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        deleted,
+        "api.systemd.Unit system/indexer deleted (revision 2)\n"
+    );
+    let delete = watcher.next_event().await;
+    assert!(delete.starts_with("delete {\n  metadata {\n"), "{delete}");
+    assert!(delete.contains("revision: 2"), "{delete}");
+
+    // And the shorthand, watched per namespace and per object as in the seed.
+    let mut per_namespace =
+        Watcher::start(&server, &["-t", "api.systemd.Unit", "-n", "system"]).await;
+    let mut per_object = Watcher::start(
+        &server,
+        &["-t", "api.systemd.Unit", "-n", "system", "indexer"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(&server, &["put"], SEED_UNIT).await;
+    let deleted = ok(
+        &server,
+        &[
+            "delete",
+            "-t",
+            "api.systemd.Unit",
+            "-n",
+            "system",
+            "indexer",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        deleted,
+        "api.systemd.Unit system/indexer deleted (revision 4)\n"
+    );
+    for w in [&mut watcher, &mut per_namespace, &mut per_object] {
+        assert!(w.next_event().await.starts_with("update {"));
+        let delete = w.next_event().await;
+        assert!(
+            delete.starts_with("delete {") && delete.contains("revision: 4"),
+            "{delete}"
+        );
+    }
+    watcher.child.kill().await.unwrap();
+
+    // --from-revision replays history.
+    let mut replay =
+        Watcher::start(&server, &["-t", "api.systemd.Unit", "--from-revision", "1"]).await;
+    assert!(replay.next_event().await.contains("revision: 2"));
+    assert!(replay.next_event().await.contains("revision: 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_line_a_failing_exit_and_changes_nothing() {
+    let server = TestServer::start().await;
+    ok(&server, &["put"], SEED_UNIT).await;
+    let herd =
+        "metadata { name: \"analytics\" }\nspec { [rube/runink.Herd] { description: \"x\" } }\n";
+    ok(&server, &["put"], herd).await;
+    let big = format!(
+        "metadata {{ namespace: \"system\" name: \"big\" }}\nspec {{ [rube/api.systemd.Unit] {{ description: \"{}\" }} }}\n",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let second_bad = format!(
+        "{SEED_UNIT}---\nmetadata {{ namespace: \"system\" name: \"Bad\" }}\nspec {{ [rube/api.systemd.Unit] {{ }} }}\n"
+    );
+    let cases: Vec<(Vec<&str>, String, &str)> = vec![
+        (
+            vec!["put"],
+            "metadata { namespace: \"system\" name: \"x\" \n".into(),
+            "error: <stdin>:2:1: expected '}' or a field name, but reached end of input",
+        ),
+        (
+            vec!["put"],
+            "metadata { namespace: \"system\" name: \"x\" }\nspec { [rube/api.systemd.Unti] { } }\n".into(),
+            "error: <stdin>:2:8: message type 'api.systemd.Unti' not found",
+        ),
+        (
+            vec!["put"],
+            "metadata { name: \"x\" }\nspec {\n  [rube/runink.Herd] {\n    wants: \"graphical.target\"\n  }\n}\n".into(),
+            "error: <stdin>:4:5: field 'wants' not found for message 'runink.Herd'",
+        ),
+        (
+            vec!["put"],
+            "metadata { namespace: \"system\" }\nspec { [rube/api.systemd.Unit] { description: \"x\" } }\n".into(),
+            "error: metadata.name is empty",
+        ),
+        (
+            vec!["put"],
+            big.clone(),
+            "error: the object is 2097",
+        ),
+        (
+            vec!["put"],
+            second_bad,
+            "error: object 2 of 2 (api.systemd.Unit system/Bad): metadata.name 'Bad' is not a DNS name",
+        ),
+        (
+            vec!["put"],
+            "metadata { name: \"x\" namespace: \"system\" }\nspec { [rube/runink.Herd] { } }\n".into(),
+            "error: metadata.namespace: runink.Herd is cluster-scoped and takes no namespace, got 'system'",
+        ),
+        (vec!["put"], "# nothing here\n".into(), "error: <stdin>:2:1: no object in input"),
+        (
+            vec!["delete", r#"type = "no.Such", metadata { name: "x" }"#],
+            String::new(),
+            "error: <argument>:1:9: unknown type 'no.Such'",
+        ),
+        (
+            vec!["delete", "-t", "api.systemd.Unit", "-n", "system", "ghost"],
+            String::new(),
+            "error: api.systemd.Unit system/ghost not found",
+        ),
+        (
+            vec!["get", "-t", "api.systemd.Unit", "-n", "system", "ghost"],
+            String::new(),
+            "error: api.systemd.Unit system/ghost not found",
+        ),
+        (vec!["list", "-t", "no.Such"], String::new(), "error: unknown type 'no.Such'"),
+        (
+            vec!["list", "-t", "runink.Slice", "-l", "a in (b"],
+            String::new(),
+            "error: invalid label selector 'a in (b': unbalanced '('",
+        ),
+    ];
+    let before = revision(&server).await;
+    for (args, stdin, expected) in cases {
+        let run = ructl(&server, &args, &stdin).await;
+        assert_ne!(run.code, 0, "ructl {args:?} should fail");
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "one line for {args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.starts_with(expected),
+            "ructl {args:?}:\n  got:  {}  want: {expected}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "", "nothing on stdout for {args:?}");
+        assert_eq!(
+            revision(&server).await,
+            before,
+            "ructl {args:?} moved the store's revision"
+        );
+    }
+    // The first object of the failed batch was not stored either.
+    let listed = ok(
+        &server,
+        &["list", "-t", "api.systemd.Unit", "-o", "table"],
+        "",
+    )
+    .await;
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_as_json_table_and_several_objects() {
+    let server = TestServer::start().await;
+    let two = format!(
+        "{SEED_UNIT}---\n{}",
+        SEED_UNIT.replace("\"indexer\"", "\"crawler\"")
+    );
+    assert_eq!(
+        ok(&server, &["put"], &two).await,
+        "api.systemd.Unit system/indexer created (revision 1)\napi.systemd.Unit system/crawler created (revision 2)\n"
+    );
+    let json = ok(
+        &server,
+        &[
+            "get",
+            "-t",
+            "api.systemd.Unit",
+            "-n",
+            "system",
+            "indexer",
+            "-o",
+            "json",
+        ],
+        "",
+    )
+    .await;
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["spec"]["@type"], "rube/api.systemd.Unit");
+    assert_eq!(value["spec"]["service"]["type"], "FORKING");
+
+    let listed = ok(
+        &server,
+        &["list", "-t", "api.systemd.Unit", "-o", "json"],
+        "",
+    )
+    .await;
+    let value: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(value.as_array().unwrap().len(), 2);
+
+    let table = ok(
+        &server,
+        &["get", "-t", "api.systemd.Unit", "-o", "table"],
+        "",
+    )
+    .await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["TYPE", "NAMESPACE", "NAME", "GENERATION", "REVISION", "AGE"]
+    );
+    assert_eq!(
+        rows[1][..5],
+        ["api.systemd.Unit", "system", "crawler", "1", "2"]
+    );
+    assert_eq!(
+        rows[2][..5],
+        ["api.systemd.Unit", "system", "indexer", "1", "1"]
+    );
+
+    // A textproto list is several objects separated by ---, and puts back unchanged.
+    let listed = ok(&server, &["list", "-t", "api.systemd.Unit"], "").await;
+    assert_eq!(
+        listed.matches("\n---\n").count() + usize::from(listed.starts_with("---\n")),
+        1,
+        "{listed}"
+    );
+    assert_eq!(
+        ok(&server, &["put"], &listed).await,
+        "api.systemd.Unit system/crawler unchanged (revision 2)\napi.systemd.Unit system/indexer unchanged (revision 1)\n"
+    );
+
+    let types = ok(&server, &["types"], "").await;
+    assert!(
+        types.contains("api.systemd.Unit         namespaced  api.systemd.UnitStatus"),
+        "{types}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_from_a_compacted_revision_fails_clearly() {
+    let server = TestServer::start().await;
+    ok(&server, &["put"], SEED_UNIT).await;
+    ok(
+        &server,
+        &[
+            "delete",
+            "-t",
+            "api.systemd.Unit",
+            "-n",
+            "system",
+            "indexer",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        ok(&server, &["compact", "2"], "").await,
+        "compacted to revision 2 (current revision 2)\n"
+    );
+    let run = ructl(
+        &server,
+        &["watch", "-t", "api.systemd.Unit", "--from-revision", "1"],
+        "",
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "error: revision 1 has been compacted (compacted revision 2)\n"
+    );
+}
