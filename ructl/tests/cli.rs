@@ -439,3 +439,33 @@ async fn watching_from_a_compacted_revision_fails_clearly() {
         "error: revision 1 has been compacted (compacted revision 2)\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_is_accepted() {
+    let server = TestServer::start().await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(root)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "textproto") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 4, "examples: {files:?}");
+    // Herds first: they are what the others' namespaces name.
+    files.sort_by_key(|p| !p.to_string_lossy().contains("/herds/"));
+    for file in files {
+        let out = ok(&server, &["put", "-f", file.to_str().unwrap()], "").await;
+        assert!(
+            out.contains(" created (revision "),
+            "{}: {out}",
+            file.display()
+        );
+    }
+}
