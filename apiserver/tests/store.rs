@@ -438,10 +438,9 @@ async fn quiet_watches_get_bookmarks_and_a_new_watch_starts_with_one() {
         loop {
             if let Some(watch_event::Event::Bookmark(b)) =
                 stream.next().await.unwrap().unwrap().event
+                && b.revision == 2
             {
-                if b.revision == 2 {
-                    return b;
-                }
+                return b;
             }
         }
     })

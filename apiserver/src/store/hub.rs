@@ -129,7 +129,7 @@ impl Hub {
         let before = state.subscribers.len();
         state.subscribers.retain(|_, subscriber| {
             events.iter().all(|event| {
-                if event.for_filter(&subscriber.filter).is_none() {
+                if event.seen_by(&subscriber.filter).is_none() {
                     return true;
                 }
                 subscriber.tx.try_send(Signal::Event(event.clone())).is_ok()

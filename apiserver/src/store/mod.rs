@@ -113,26 +113,39 @@ pub struct Event {
     pub prev_labels: Option<Labels>,
 }
 
+/// How a watcher sees an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    Update,
+    Delete,
+}
+
 impl Event {
-    /// What a watcher with `filter` sees of this event, if anything. A put that makes an object
-    /// stop matching the label selector is seen as a delete, as in Kubernetes.
-    pub fn for_filter(&self, filter: &Filter) -> Option<WatchEvent> {
+    /// Whether and how a watcher with `filter` sees this event. A put that makes an object stop
+    /// matching the label selector is seen as a delete, as in Kubernetes.
+    pub fn seen_by(&self, filter: &Filter) -> Option<Seen> {
         let object = &self.object;
         if !filter.matches_key(object.type_name(), object.namespace(), object.name()) {
             return None;
         }
         let labels = object.metadata.as_ref().map(|m| &m.labels);
         let matches_now = labels.is_none_or(|l| filter.labels.matches(l));
-        let event = match (self.kind, matches_now) {
-            (EventKind::Put, true) => watch_event::Event::Update(object.clone()),
-            (EventKind::Delete, true) => watch_event::Event::Delete(object.clone()),
+        match (self.kind, matches_now) {
+            (EventKind::Put, true) => Some(Seen::Update),
+            (EventKind::Delete, true) => Some(Seen::Delete),
             (EventKind::Put, false) => match &self.prev_labels {
-                Some(prev) if filter.labels.matches(prev) => {
-                    watch_event::Event::Delete(object.clone())
-                }
-                _ => return None,
+                Some(prev) if filter.labels.matches(prev) => Some(Seen::Delete),
+                _ => None,
             },
-            (EventKind::Delete, false) => return None,
+            (EventKind::Delete, false) => None,
+        }
+    }
+
+    /// The event as a watcher with `filter` receives it, if at all.
+    pub fn for_filter(&self, filter: &Filter) -> Option<WatchEvent> {
+        let event = match self.seen_by(filter)? {
+            Seen::Update => watch_event::Event::Update(self.object.clone()),
+            Seen::Delete => watch_event::Event::Delete(self.object.clone()),
         };
         Some(WatchEvent { event: Some(event) })
     }
