@@ -4,9 +4,14 @@
 //! - [`hub`]: watch fan-out and the catch-up-then-live watcher, for backends that keep their own
 //!   event log.
 //! - [`sqlite`]: the embedded default backend.
+//! - [`mem`]: the in-memory reference model that property tests hold every backend to.
+//! - `conformance` (feature `testing`): the one suite every backend runs.
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod core;
 pub mod hub;
+pub mod mem;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -125,7 +130,7 @@ impl Event {
     /// matching the label selector is seen as a delete, as in Kubernetes.
     pub fn seen_by(&self, filter: &Filter) -> Option<Seen> {
         let object = &self.object;
-        if !filter.matches_key(object.type_name(), object.namespace(), object.name()) {
+        if !self.matches_key(filter) {
             return None;
         }
         let labels = object.metadata.as_ref().map(|m| &m.labels);
@@ -139,6 +144,12 @@ impl Event {
             },
             (EventKind::Delete, false) => None,
         }
+    }
+
+    /// Whether the filter's type, namespace and name match (labels are not looked at).
+    pub fn matches_key(&self, filter: &Filter) -> bool {
+        let object = &self.object;
+        filter.matches_key(object.type_name(), object.namespace(), object.name())
     }
 
     /// The event as a watcher with `filter` receives it, if at all.
