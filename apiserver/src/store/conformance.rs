@@ -624,3 +624,303 @@ macro_rules! conformance_tests {
         }
     };
 }
+
+/// Random operation sequences that every backend must answer exactly as [`MemStore`] does.
+///
+/// [`MemStore`]: super::mem::MemStore
+pub mod model {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use rubeapi::object::ObjectExt;
+    use rubeapi::rube::Object;
+    use rubeapi::runink::{Slice, SliceStatus};
+    use rubeapi::selector::Filter;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Change, changes, key, slice, with_labels};
+    use crate::Error;
+    use crate::store::{Expect, PutOp, Revision, Store};
+
+    const NAMESPACES: [&str; 2] = ["a", "b"];
+    const NAMES: [&str; 2] = ["x", "y"];
+
+    #[derive(Debug, Clone, Copy)]
+    pub enum Pre {
+        None,
+        Absent,
+        Current,
+        Stale,
+    }
+
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        Put {
+            at: usize,
+            command: u8,
+            label: u8,
+            pre: Pre,
+        },
+        Batch {
+            first: usize,
+            second: usize,
+            command: u8,
+        },
+        Delete {
+            at: usize,
+            pre: Pre,
+        },
+        Status {
+            at: usize,
+            pid: u8,
+            pre: Pre,
+        },
+        Get {
+            at: usize,
+        },
+        List {
+            namespace: Option<usize>,
+            label: Option<u8>,
+        },
+        Compact {
+            back: u8,
+        },
+    }
+
+    fn pre() -> impl Strategy<Value = Pre> {
+        prop_oneof![
+            Just(Pre::None),
+            Just(Pre::Absent),
+            Just(Pre::Current),
+            Just(Pre::Stale)
+        ]
+    }
+
+    pub fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize, 0..3u8, 0..2u8, pre()).prop_map(|(at, command, label, pre)| Op::Put { at, command, label, pre }),
+            1 => (0..4usize, 0..4usize, 0..3u8).prop_map(|(first, second, command)| Op::Batch { first, second, command }),
+            2 => (0..4usize, pre()).prop_map(|(at, pre)| Op::Delete { at, pre }),
+            2 => (0..4usize, 0..3u8, pre()).prop_map(|(at, pid, pre)| Op::Status { at, pid, pre }),
+            1 => (0..4usize).prop_map(|at| Op::Get { at }),
+            1 => (proptest::option::of(0..2usize), proptest::option::of(0..2u8)).prop_map(|(namespace, label)| Op::List { namespace, label }),
+            1 => (0..6u8).prop_map(|back| Op::Compact { back }),
+        ]
+    }
+
+    fn object_at(at: usize, command: u8, label: u8) -> Object {
+        let o = slice(NAMESPACES[at / 2], NAMES[at % 2], &format!("run {command}"));
+        with_labels(o, &[("tier", if label == 0 { "web" } else { "db" })])
+    }
+
+    /// Revisions as positions in the run's own sequence of changes, so stores whose revisions
+    /// differ in value (etcd) compare equal when they agree in order.
+    #[derive(Default)]
+    struct Ordinals(HashMap<Revision, usize>);
+
+    impl Ordinals {
+        fn of(&mut self, revision: Revision) -> usize {
+            let next = self.0.len() + 1;
+            *self.0.entry(revision).or_insert(next)
+        }
+    }
+
+    fn normal_object(ordinals: &mut Ordinals, o: &Object) -> String {
+        let m = o.metadata.clone().unwrap_or_default();
+        let mut labels: Vec<_> = m.labels.into_iter().collect();
+        labels.sort();
+        format!(
+            "{} spec={:?} status={:?} labels={labels:?} gen={} rev=#{} created=#{} finalizers={:?} deleting={}",
+            o.display_name(),
+            o.spec_as::<Slice>().map(|s| s.command).ok(),
+            o.status_as::<SliceStatus>().ok().flatten().map(|s| s.pid),
+            m.generation,
+            ordinals.of(m.revision),
+            ordinals.of(m.create_revision),
+            m.finalizers,
+            m.deletion_timestamp.is_some(),
+        )
+    }
+
+    fn normal_error(ordinals: &mut Ordinals, e: &Error) -> String {
+        match e {
+            Error::Conflict { key, actual, .. } => {
+                format!(
+                    "conflict on {key}, found {:?}",
+                    actual.map(|a| ordinals.of(a))
+                )
+            }
+            Error::AlreadyExists { key, revision } => {
+                format!("{key} exists at #{}", ordinals.of(*revision))
+            }
+            Error::InBatch { index, source, .. } => {
+                format!("batch[{index}]: {}", normal_error(ordinals, source))
+            }
+            Error::Compacted { .. } => "compacted".into(),
+            other => other.to_string(),
+        }
+    }
+
+    async fn expect_for<S: Store>(store: &S, at: usize, pre: Pre) -> Option<Expect> {
+        let current = store
+            .get(key(NAMESPACES[at / 2], NAMES[at % 2]))
+            .await
+            .ok()
+            .map(|o| o.revision());
+        match pre {
+            Pre::None => None,
+            Pre::Absent => Some(Expect::Absent),
+            Pre::Current => Some(Expect::Revision(current.unwrap_or(1 << 40))),
+            Pre::Stale => Some(Expect::Revision(current.map_or(1 << 40, |r| r + (1 << 40)))),
+        }
+    }
+
+    /// Runs `ops` and returns every answer, normalized, then the whole watch history.
+    pub async fn run<S: Store>(store: &S, ops: &[Op]) -> Vec<String> {
+        let mut ordinals = Ordinals::default();
+        let start = store.revision().await.expect("revision").revision;
+        let mut out = Vec::new();
+        let mut changed = 0usize;
+        let mut compacted_at = start;
+        let mut change_revisions: Vec<Revision> = Vec::new();
+        for op in ops {
+            let answer = match op {
+                Op::Put {
+                    at,
+                    command,
+                    label,
+                    pre,
+                } => {
+                    let expect = expect_for(store, *at, *pre).await;
+                    store
+                        .apply(vec![PutOp {
+                            object: object_at(*at, *command, *label),
+                            expect,
+                        }])
+                        .await
+                }
+                Op::Batch {
+                    first,
+                    second,
+                    command,
+                } => {
+                    let ops = vec![
+                        PutOp {
+                            object: object_at(*first, *command, 0),
+                            expect: None,
+                        },
+                        PutOp {
+                            object: object_at(*second, command + 1, 1),
+                            expect: Some(Expect::Absent),
+                        },
+                    ];
+                    store.apply(ops).await
+                }
+                Op::Delete { at, pre } => {
+                    let expect = expect_for(store, *at, *pre).await;
+                    store
+                        .delete(key(NAMESPACES[at / 2], NAMES[at % 2]), expect)
+                        .await
+                        .map(|w| vec![w])
+                }
+                Op::Status { at, pid, pre } => {
+                    let expect = expect_for(store, *at, *pre).await;
+                    let status = rubeapi::object::pack(&SliceStatus {
+                        pid: u32::from(*pid),
+                        ..Default::default()
+                    });
+                    store
+                        .update_status(key(NAMESPACES[at / 2], NAMES[at % 2]), status, expect)
+                        .await
+                        .map(|w| vec![w])
+                }
+                Op::Get { at } => {
+                    let got = store.get(key(NAMESPACES[at / 2], NAMES[at % 2])).await;
+                    out.push(match got {
+                        Ok(o) => normal_object(&mut ordinals, &o),
+                        Err(e) => normal_error(&mut ordinals, &e),
+                    });
+                    continue;
+                }
+                Op::List { namespace, label } => {
+                    let filter = Filter {
+                        type_name: "runink.Slice".into(),
+                        namespace: namespace
+                            .map(|n| NAMESPACES[n].to_owned())
+                            .unwrap_or_default(),
+                        labels: label
+                            .map(|l| format!("tier={}", if l == 0 { "web" } else { "db" }))
+                            .unwrap_or_default()
+                            .parse()
+                            .expect("selector"),
+                        ..Default::default()
+                    };
+                    let listing = store.list(filter).await.expect("list");
+                    let objects: Vec<String> = listing
+                        .objects
+                        .iter()
+                        .map(|o| normal_object(&mut ordinals, o))
+                        .collect();
+                    out.push(format!("list {objects:?}"));
+                    continue;
+                }
+                Op::Compact { back } => {
+                    // Compact to a recent change, never further back than before.
+                    let target = change_revisions
+                        .iter()
+                        .rev()
+                        .nth(usize::from(*back))
+                        .copied();
+                    if let Some(target) = target.filter(|t| *t > compacted_at) {
+                        let done = store.compact(target).await.expect("compact");
+                        compacted_at = done.compacted;
+                        out.push(format!("compacted to #{}", ordinals.of(done.compacted)));
+                    }
+                    continue;
+                }
+            };
+            out.push(match answer {
+                Ok(written) => {
+                    let mut line = Vec::new();
+                    for w in written {
+                        if w.outcome != rubeapi::rube::Outcome::Unchanged
+                            && w.outcome != rubeapi::rube::Outcome::DeletionPending
+                        {
+                            changed += 1;
+                            change_revisions.push(w.object.revision());
+                        }
+                        line.push(format!(
+                            "{:?} {}",
+                            w.outcome,
+                            normal_object(&mut ordinals, &w.object)
+                        ));
+                    }
+                    line.join("; ")
+                }
+                Err(e) => normal_error(&mut ordinals, &e),
+            });
+        }
+        // The history a watcher from the compaction point sees.
+        let remaining = change_revisions
+            .iter()
+            .filter(|r| **r > compacted_at)
+            .count();
+        let mut stream = store
+            .watch(
+                Filter {
+                    type_name: "runink.Slice".into(),
+                    ..Default::default()
+                },
+                Some(compacted_at),
+                CancellationToken::new(),
+            )
+            .await
+            .expect("watch");
+        let history: Vec<Change> = changes(&mut stream, remaining).await;
+        for (kind, name, revision) in history {
+            out.push(format!("event {kind} {name} #{}", ordinals.of(revision)));
+        }
+        out.push(format!("{changed} changes"));
+        out
+    }
+}
