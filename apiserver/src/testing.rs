@@ -99,3 +99,197 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A real etcd (Debian's `etcd-server`) on loopback ports with a temp data dir: one member or a
+/// cluster. Members are stopped by PID when this is dropped.
+pub struct Etcd {
+    members: Vec<EtcdMember>,
+    _dir: tempfile::TempDir,
+}
+
+struct EtcdMember {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for EtcdMember {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Etcd {
+    /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH or in /usr/bin.
+    pub fn binary() -> Option<PathBuf> {
+        if let Some(bin) = std::env::var_os("ETCD_BIN") {
+            return Some(PathBuf::from(bin));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin")])
+            .map(|dir| dir.join("etcd"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// One member.
+    pub async fn start() -> Etcd {
+        Etcd::start_cluster(1).await
+    }
+
+    /// A cluster of `size` members, each ready to serve.
+    pub async fn start_cluster(size: usize) -> Etcd {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Etcd::try_start(size).await {
+                Ok(etcd) => return etcd,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("etcd did not start: {last_error}");
+    }
+
+    async fn try_start(size: usize) -> Result<Etcd, String> {
+        let bin = Etcd::binary()
+            .ok_or("no etcd binary: install Debian's etcd-server (scripts/install-deps does) or set ETCD_BIN")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        // Ports picked by the kernel, held until just before etcd binds them.
+        let listeners: Vec<std::net::TcpListener> = (0..2 * size)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        drop(listeners);
+        let mut members: Vec<EtcdMember> = (0..size)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", ports[2 * i]),
+                peer_url: format!("http://127.0.0.1:{}", ports[2 * i + 1]),
+                data_dir: dir.path().join(format!("m{i}")),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in &mut members {
+            member.spawn(&bin, &initial_cluster, "new")?;
+        }
+        let etcd = Etcd { members, _dir: dir };
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    async fn wait_ready(&self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut ready = true;
+            for member in &self.members {
+                if member.child.is_none() {
+                    continue;
+                }
+                let ok = match etcd_client::Client::connect([&member.client_url], None).await {
+                    Ok(mut client) => client.get("ready-check", None).await.is_ok(),
+                    Err(_) => false,
+                };
+                ready &= ok;
+            }
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| std::fs::read_to_string(&m.log).unwrap_or_default())
+                    .collect();
+                return Err(format!(
+                    "not ready within 30 s; logs:\n{}",
+                    logs.join("\n---\n")
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Client URLs of the members that run.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client_url.clone())
+            .collect()
+    }
+
+    /// SIGKILLs member `index`.
+    pub fn kill_member(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The PID of member `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.members[index]
+            .child
+            .as_ref()
+            .map(std::process::Child::id)
+    }
+}
+
+impl EtcdMember {
+    fn spawn(&mut self, bin: &Path, initial_cluster: &str, state: &str) -> Result<(), String> {
+        let log = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(bin)
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--listen-client-urls",
+                &self.client_url,
+                "--advertise-client-urls",
+                &self.client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &self.peer_url,
+                "--initial-advertise-peer-urls",
+                &self.peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                initial_cluster,
+                "--initial-cluster-state",
+                state,
+            ])
+            .args([
+                "--initial-cluster-token",
+                "rube-test",
+                "--log-level",
+                "warn",
+                "--logger",
+                "zap",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+}

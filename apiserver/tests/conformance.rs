@@ -35,3 +35,32 @@ async fn mem() -> Box<MemStore> {
 
 conformance_tests!(mem_store, mem());
 conformance_tests!(sqlite_store, sqlite());
+
+/// An etcd store on its own etcd (compaction is global to an etcd, so tests do not share one).
+struct EtcdBacked {
+    store: apiserver::store::etcd::EtcdStore,
+    _etcd: apiserver::testing::Etcd,
+}
+
+impl Deref for EtcdBacked {
+    type Target = apiserver::store::etcd::EtcdStore;
+    fn deref(&self) -> &Self::Target {
+        &self.store
+    }
+}
+
+async fn etcd() -> EtcdBacked {
+    use apiserver::store::etcd::{EtcdOptions, EtcdStore};
+    let etcd = apiserver::testing::Etcd::start().await;
+    let options = EtcdOptions {
+        endpoints: etcd.endpoints(),
+        prefix: "/conformance".into(),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(options, Registry::builtin())
+        .await
+        .unwrap();
+    EtcdBacked { store, _etcd: etcd }
+}
+
+conformance_tests!(etcd_store, etcd());

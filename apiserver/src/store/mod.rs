@@ -4,12 +4,15 @@
 //! - [`hub`]: watch fan-out and the catch-up-then-live watcher, for backends that keep their own
 //!   event log.
 //! - [`sqlite`]: the embedded default backend.
+//! - `etcd` (feature `etcd`): several apiservers over one etcd cluster.
 //! - [`mem`]: the in-memory reference model that property tests hold every backend to.
 //! - `conformance` (feature `testing`): the one suite every backend runs.
 
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod core;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod hub;
 pub mod mem;
 pub mod sqlite;
