@@ -1,0 +1,143 @@
+//! The [`Reflector`]: runs the [`crate::watcher`] state machine against the apiserver, keeps a
+//! [`Cache`] and reports the keys that change.
+//!
+//! This is the only module that lists and watches. It decides nothing itself: which call to
+//! make next and what a result means is [`watcher::step`]'s job; this module performs the call,
+//! sleeps the reconnect backoff (jittered, reset whenever the apiserver answers), and applies the
+//! resulting change to the cache.
+
+use std::pin::Pin;
+
+use backon::BackoffBuilder;
+use futures::{Stream, StreamExt};
+use rubeapi::Client;
+use rubeapi::rube::{Selector, WatchEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{self, Cache, CacheWriter};
+use crate::metrics::ControllerMetrics;
+use crate::watcher::{self, Input, State};
+use crate::{Backoff, Key, Trigger};
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, rubeapi::Error>> + Send>>;
+
+/// Lists and watches one selector into a cache.
+#[derive(Debug)]
+pub struct Reflector {
+    client: Client,
+    selector: Selector,
+    writer: CacheWriter,
+    reconnect: Backoff,
+    metrics: ControllerMetrics,
+}
+
+impl Reflector {
+    /// A reflector of the objects `selector` chooses, and a read handle on its cache.
+    /// `reconnect` paces retries after failed calls and disconnects.
+    pub fn new(client: Client, selector: Selector, reconnect: Backoff) -> (Reflector, Cache) {
+        let (writer, cache) = cache::new();
+        let reflector = Reflector {
+            client,
+            selector,
+            writer,
+            reconnect,
+            metrics: ControllerMetrics::default(),
+        };
+        (reflector, cache)
+    }
+
+    /// Counts lists and watches and tracks the revision in `metrics`.
+    pub fn with_metrics(mut self, metrics: ControllerMetrics) -> Reflector {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs until `cancel` fires, calling `on_change` for every key that changes, in order.
+    pub async fn run(mut self, mut on_change: impl FnMut(Key, Trigger), cancel: CancellationToken) {
+        let mut state = State::Listing;
+        let mut stream: Option<WatchStream> = None;
+        let mut backoff = self.reconnect.jittered().build();
+        loop {
+            let input = tokio::select! {
+                () = cancel.cancelled() => return,
+                input = self.next_input(state, &mut stream, &mut backoff) => input,
+            };
+            let answered = matches!(input, Input::Listed { .. } | Input::Event(_));
+            if answered {
+                backoff = self.reconnect.jittered().build();
+            }
+            if let Input::Failed(error) = &input {
+                tracing::warn!(?state, %error, selector = ?self.selector, "list or watch failed");
+            }
+            if matches!(input, Input::Listed { .. }) {
+                self.metrics.lists.inc();
+            }
+            let (next, change) = watcher::step(state, input);
+            if !matches!(next, State::Watching { .. }) {
+                // Only `Watching` reads the stream; anything else starts over with a new one.
+                stream = None;
+            }
+            if let Some(change) = change {
+                for (key, trigger) in self.writer.apply(change) {
+                    on_change(key, trigger);
+                }
+                if let Some(revision) = self.writer.revision() {
+                    self.metrics.revision.set(revision as i64);
+                }
+            }
+            if next != state {
+                tracing::debug!(from = ?state, to = ?next, "reflector");
+            }
+            state = next;
+        }
+    }
+
+    /// Performs the I/O that `state` calls for and returns what it produced.
+    async fn next_input(
+        &self,
+        state: State,
+        stream: &mut Option<WatchStream>,
+        backoff: &mut backon::ExponentialBackoff,
+    ) -> Input {
+        match state {
+            State::Listing => match self.client.list(self.selector.clone()).await {
+                Ok(list) => Input::Listed {
+                    objects: list.objects,
+                    revision: list.revision,
+                },
+                Err(error) => Input::Failed(error),
+            },
+            State::Watching { from } => {
+                if stream.is_none() {
+                    match self.client.watch(self.selector.clone(), Some(from)).await {
+                        Ok(opened) => {
+                            self.metrics.watches.inc();
+                            *stream = Some(Box::pin(opened));
+                        }
+                        Err(error) => return Input::Failed(error),
+                    }
+                }
+                let Some(open) = stream.as_mut() else {
+                    return Input::Ended;
+                };
+                match open.next().await {
+                    Some(Ok(WatchEvent { event: Some(event) })) => Input::Event(event),
+                    // An empty event carries nothing; reading on is the same as a bookmark at
+                    // the current revision.
+                    Some(Ok(WatchEvent { event: None })) => {
+                        Input::Event(rubeapi::rube::watch_event::Event::Bookmark(
+                            rubeapi::rube::Bookmark { revision: from },
+                        ))
+                    }
+                    Some(Err(error)) => Input::Failed(error),
+                    None => Input::Ended,
+                }
+            }
+            State::Backoff { .. } => {
+                let delay = backoff.next().unwrap_or(self.reconnect.max);
+                tokio::time::sleep(delay).await;
+                Input::Waited
+            }
+        }
+    }
+}
