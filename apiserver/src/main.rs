@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use apiserver::admission::Limits;
 use apiserver::metrics::Metrics;
 use apiserver::store::Store;
+use apiserver::store::etcd::{EtcdOptions, EtcdStore};
 use apiserver::store::hub::WatchOptions;
 use apiserver::store::sqlite::{SqliteOptions, SqliteStore};
 use clap::Parser;
@@ -27,9 +28,21 @@ use tokio_util::sync::CancellationToken;
     about = "Rube's apiserver: typed objects with revisions, list and watch over gRPC"
 )]
 struct Args {
+    /// Where objects are stored: the embedded sqlite database, or an etcd cluster
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
+
     /// Where the sqlite store lives [default: <user data dir>/rube]
     #[arg(long, env = "RUBE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+
+    /// etcd client URLs, comma-separated (with --store etcd)
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+
+    /// The key prefix in etcd; apiservers sharing a cluster must use the same one
+    #[arg(long, default_value = "/rube")]
+    etcd_prefix: String,
 
     /// The gRPC address; port 0 picks a free port (the chosen address is printed)
     #[arg(long, default_value = "127.0.0.1:7400")]
@@ -65,6 +78,12 @@ struct Args {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -92,19 +111,44 @@ fn init_logging(format: LogFormat) {
 async fn main() -> Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
-    let data_dir = match args.data_dir {
-        Some(dir) => dir,
-        None => default_data_dir()?,
-    };
     let registry = Registry::builtin();
-    let options = SqliteOptions {
-        watch: WatchOptions {
-            buffer: args.watch_buffer,
-            bookmark_interval: args.bookmark_interval,
-        },
-        ..SqliteOptions::default()
-    };
-    let store = Arc::new(SqliteStore::open(&data_dir, registry.clone(), options)?);
+    match args.store {
+        StoreKind::Sqlite => {
+            let data_dir = match &args.data_dir {
+                Some(dir) => dir.clone(),
+                None => default_data_dir()?,
+            };
+            let options = SqliteOptions {
+                watch: WatchOptions {
+                    buffer: args.watch_buffer,
+                    bookmark_interval: args.bookmark_interval,
+                },
+                ..SqliteOptions::default()
+            };
+            let store = SqliteStore::open(&data_dir, registry.clone(), options)?;
+            let place = store.path().display().to_string();
+            run(args, registry, Arc::new(store), place).await
+        }
+        StoreKind::Etcd => {
+            let options = EtcdOptions {
+                endpoints: args.etcd_endpoints.clone(),
+                prefix: args.etcd_prefix.clone(),
+                bookmark_interval: args.bookmark_interval,
+            };
+            let place = format!(
+                "etcd {} under {}",
+                options.endpoints.join(","),
+                options.prefix
+            );
+            let store = EtcdStore::connect(options, registry.clone())
+                .await
+                .with_context(|| format!("cannot reach {place}"))?;
+            run(args, registry, Arc::new(store), place).await
+        }
+    }
+}
+
+async fn run<S: Store>(args: Args, registry: Registry, store: Arc<S>, place: String) -> Result<()> {
     let bounds = store.revision().await?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -145,7 +189,7 @@ async fn main() -> Result<()> {
 
     tracing::info!(
         %addr,
-        store = %store.path().display(),
+        store = %place,
         revision = bounds.revision,
         compacted = bounds.compacted,
         "rube-apiserver started"
@@ -166,17 +210,10 @@ async fn main() -> Result<()> {
             cancel.cancel();
         }
     };
-    apiserver::serve(
-        listener,
-        store.clone(),
-        registry,
-        Limits {
-            max_object_bytes: args.max_object_bytes,
-        },
-        metrics,
-        shutdown,
-    )
-    .await?;
+    let limits = Limits {
+        max_object_bytes: args.max_object_bytes,
+    };
+    apiserver::serve(listener, store.clone(), registry, limits, metrics, shutdown).await?;
     if let Some(task) = metrics_task {
         task.await??;
     }

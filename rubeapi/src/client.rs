@@ -1,4 +1,4 @@
-//! The async client: one method per `ApiServer` call, typed errors, zstd on the wire.
+//! The async client: one method per `ApiServer` call, typed errors, zstd on request.
 
 use std::time::Duration;
 
@@ -58,11 +58,20 @@ impl Client {
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Client {
         let inner = ApiServerClient::new(channel)
-            .send_compressed(CompressionEncoding::Zstd)
-            .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Client { inner }
+    }
+
+    /// Compresses requests and asks for compressed responses with zstd. Worth it over slow
+    /// links with large objects; on loopback and LANs it costs more CPU than it saves (tonic
+    /// sets up a compressor per message), so it is off unless asked for.
+    pub fn with_compression(mut self) -> Client {
+        self.inner = self
+            .inner
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd);
+        self
     }
 
     /// Creates or replaces one object. See `Precondition` for compare-and-swap.

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use backon::{ExponentialBuilder, Retryable};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, Txn, TxnOp,
     WatchOptions as EtcdWatchOptions,
@@ -75,6 +76,14 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+fn is_transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
 fn unavailable(error: etcd_client::Error) -> Error {
     Error::Unavailable(format!("etcd: {error}"))
 }
@@ -100,6 +109,26 @@ impl EtcdStore {
             registry,
             bookmark_interval: options.bookmark_interval,
         })
+    }
+
+    /// Runs an etcd call, retrying when it could not reach a member: with a member down, the
+    /// client's balancer may still pick it for a while. A refused connection sent nothing; any
+    /// other retried write is guarded by its transaction's compares.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(10)
+            .with_jitter();
+        (|| call(self.client.clone()))
+            .retry(policy)
+            .when(is_transient)
+            .await
+            .map_err(unavailable)
     }
 
     fn object_key(&self, key: &Key) -> String {
@@ -135,12 +164,13 @@ impl EtcdStore {
 
     /// The object and its mod revision, or `None`.
     async fn read(&self, key: &Key) -> Result<Option<(Object, i64)>, Error> {
+        let etcd_key = self.object_key(key);
         let response = self
-            .client
-            .clone()
-            .get(self.object_key(key), None)
-            .await
-            .map_err(unavailable)?;
+            .call(|mut c| {
+                let etcd_key = etcd_key.clone();
+                async move { c.get(etcd_key, None).await }
+            })
+            .await?;
         response
             .kvs()
             .first()
@@ -192,12 +222,13 @@ impl EtcdStore {
                     None => TxnOp::delete(etcd_key, None),
                 });
             }
+            let txn = Txn::new().when(compares).and_then(ops);
             let response = self
-                .client
-                .clone()
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await
-                .map_err(unavailable)?;
+                .call(|mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
             if !response.succeeded() {
                 continue;
             }
@@ -348,11 +379,11 @@ impl Store for EtcdStore {
         let prefix = self.filter_prefix(&filter);
         let options = (!is_exact(&filter)).then(|| GetOptions::new().with_prefix());
         let response = self
-            .client
-            .clone()
-            .get(prefix, options)
-            .await
-            .map_err(unavailable)?;
+            .call(|mut c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.get(prefix, options).await }
+            })
+            .await?;
         let revision = response.header().map_or(0, |h| h.revision()) as u64;
         let mut objects = Vec::new();
         for kv in response.kvs() {
@@ -430,11 +461,11 @@ impl Store for EtcdStore {
             options = options.with_prefix();
         }
         let mut etcd_stream = self
-            .client
-            .clone()
-            .watch(prefix, Some(options))
-            .await
-            .map_err(unavailable)?;
+            .call(|mut c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.watch(prefix, Some(options)).await }
+            })
+            .await?;
         let (tx, rx) = mpsc::channel(64);
         if from.is_none() {
             let bookmark = watch_event::Event::Bookmark(Bookmark { revision: start });
@@ -539,18 +570,30 @@ impl Store for EtcdStore {
         // at `revision` itself (not one past it) keeps the versions that deletes after it need
         // as their previous value. Watches from before `revision` are refused from the recorded
         // compaction point, so the one revision etcd keeps is never served.
-        let mut client = self.client.clone();
-        match client.compact(revision as i64, None).await {
-            Ok(_) => {}
-            // Another apiserver compacted further already.
-            Err(etcd_client::Error::GRpcStatus(status))
-                if status.message().contains("compacted") => {}
-            Err(error) => return Err(unavailable(error)),
-        }
+        let compacted = self
+            .call(|mut c| async move {
+                match c.compact(revision as i64, None).await {
+                    Ok(_) => Ok(()),
+                    // Another apiserver compacted further already.
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.message().contains("compacted") =>
+                    {
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .await;
+        compacted?;
         // Record the compaction point, never moving it back.
         let key = self.compacted_key();
         for _ in 0..MAX_ATTEMPTS {
-            let current = client.get(key.clone(), None).await.map_err(unavailable)?;
+            let current = self
+                .call(|mut c| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
+                })
+                .await?;
             let (recorded, compare) = match current.kvs().first() {
                 Some(kv) => (
                     parse_revision(kv.value()),
@@ -566,7 +609,13 @@ impl Store for EtcdStore {
                 revision.to_string(),
                 None,
             )]);
-            if client.txn(txn).await.map_err(unavailable)?.succeeded() {
+            let done = self
+                .call(|mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if done.succeeded() {
                 break;
             }
         }
@@ -574,12 +623,13 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Compaction, Error> {
+        let key = self.compacted_key();
         let response = self
-            .client
-            .clone()
-            .get(self.compacted_key(), None)
-            .await
-            .map_err(unavailable)?;
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(Compaction {
             revision: response.header().map_or(0, |h| h.revision()) as u64,
             compacted: response

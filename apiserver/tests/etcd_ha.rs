@@ -1,0 +1,287 @@
+//! Several apiservers over one etcd cluster: what one writes, a watcher on the other sees in
+//! order; and with an etcd member and an apiserver SIGKILLed during concurrent puts, every
+//! acknowledged put stays readable and a watcher that resumes from its last revision misses
+//! nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apiserver::testing::Etcd;
+use futures::StreamExt;
+use rubeapi::object::{self, ObjectExt};
+use rubeapi::rube::{Selector, watch_event};
+use rubeapi::runink::Slice;
+use rubeapi::{Client, Error};
+
+struct Apiserver {
+    child: Child,
+    addr: String,
+}
+
+impl Apiserver {
+    fn start(endpoints: &[String], prefix: &str) -> Apiserver {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rube-apiserver"))
+            .args([
+                "--store",
+                "etcd",
+                "--etcd-prefix",
+                prefix,
+                "--etcd-endpoints",
+                &endpoints.join(","),
+            ])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+                "--bookmark-interval",
+                "1s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rube-apiserver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("rube-apiserver did not start: {line:?}"))
+            .to_owned();
+        Apiserver { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn slice(name: &str, n: u64) -> rubeapi::rube::Object {
+    let spec = Slice {
+        command: format!("write {n}"),
+        ..Default::default()
+    };
+    object::new("ha", name, &spec)
+}
+
+fn slices() -> Selector {
+    Selector {
+        r#type: "runink.Slice".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_apiserver_sees_puts_through_the_other_in_order() {
+    let etcd = Etcd::start().await;
+    let a = Apiserver::start(&etcd.endpoints(), "/two");
+    let b = Apiserver::start(&etcd.endpoints(), "/two");
+    let through_a = Client::connect(&a.addr).await.unwrap();
+    let through_b = Client::connect(&b.addr).await.unwrap();
+    let stream = through_b.watch(slices(), None).await.unwrap();
+    futures::pin_mut!(stream);
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let o = through_a
+            .put(slice(&format!("s{}", i % 5), i), None)
+            .await
+            .unwrap()
+            .object
+            .unwrap();
+        written.push((o.name().to_owned(), o.revision()));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < written.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(watch_event::Event::Update(o)) = event.event {
+            seen.push((o.name().to_owned(), o.revision()));
+        }
+    }
+    assert_eq!(seen, written);
+    assert_eq!(
+        through_b
+            .get("runink.Slice", "ha", "s4")
+            .await
+            .unwrap()
+            .revision(),
+        written[19].1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
+    let mut etcd = Etcd::start_cluster(3).await;
+    let endpoints = etcd.endpoints();
+    let mut a = Apiserver::start(&endpoints, "/ha");
+    let b = Apiserver::start(&endpoints, "/ha");
+    let start = Client::connect(&b.addr)
+        .await
+        .unwrap()
+        .list(slices())
+        .await
+        .unwrap()
+        .revision;
+
+    // The watcher starts on a, which will be killed, and resumes from its last revision on
+    // whichever apiserver answers.
+    let events: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let resumes = Arc::new(Mutex::new(0u32));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (events, resumes, stop) = (events.clone(), resumes.clone(), stop.clone());
+        let addrs = [a.addr.clone(), b.addr.clone()];
+        tokio::spawn(async move {
+            let mut from = start;
+            let mut attempt = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let addr = &addrs[attempt.min(1)];
+                attempt += 1;
+                let Ok(client) = Client::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let Ok(stream) = client.watch(slices(), Some(from)).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                futures::pin_mut!(stream);
+                loop {
+                    let next =
+                        tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+                    match next {
+                        Err(_) if stop.load(Ordering::Relaxed) => return,
+                        Err(_) => continue,
+                        Ok(Some(Ok(event))) => match event.event {
+                            Some(watch_event::Event::Update(o) | watch_event::Event::Delete(o)) => {
+                                assert!(
+                                    o.revision() > from,
+                                    "revision {} after {from}",
+                                    o.revision()
+                                );
+                                from = o.revision();
+                                events
+                                    .lock()
+                                    .unwrap()
+                                    .push((o.name().to_owned(), o.revision()));
+                            }
+                            Some(watch_event::Event::Bookmark(b)) => from = from.max(b.revision),
+                            None => {}
+                        },
+                        Ok(Some(Err(Error::Compacted { .. }))) => {
+                            panic!("history was compacted under the watcher")
+                        }
+                        Ok(Some(Err(_)) | None) => break,
+                    }
+                }
+                *resumes.lock().unwrap() += 1;
+            }
+        })
+    };
+
+    // Writers on both apiservers; each keeps the last put it got an answer for.
+    let acked: Arc<Mutex<BTreeMap<String, (u64, u64)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let addr = if w % 2 == 0 {
+            a.addr.clone()
+        } else {
+            b.addr.clone()
+        };
+        let (acked, stop) = (acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let name = format!("w{w}");
+            let Ok(client) = Client::connect(&addr).await else {
+                return;
+            };
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match client.put(slice(&name, n), None).await {
+                    Ok(r) => {
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(name.clone(), (r.object.unwrap().revision(), n));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    etcd.kill_member(0);
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 3, "too few writers got answers: {acked:?}");
+
+    // Every acknowledged put is readable through the surviving apiserver.
+    let client = Client::connect(&b.addr).await.unwrap();
+    for (name, (revision, n)) in &acked {
+        let stored = client
+            .get("runink.Slice", "ha", name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
+        assert!(
+            stored.revision() >= *revision,
+            "{name}: acknowledged at {revision}, found {}",
+            stored.revision()
+        );
+        if stored.revision() == *revision {
+            assert_eq!(
+                stored.spec_as::<Slice>().unwrap().command,
+                format!("write {n}")
+            );
+        }
+    }
+
+    // The watcher saw every acknowledged put, each revision once, in order.
+    let last = acked.values().map(|(r, _)| *r).max().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.lock().unwrap().last().is_none_or(|(_, r)| *r < last) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher did not catch up to {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watcher.abort();
+    let events = events.lock().unwrap().clone();
+    let revisions: Vec<u64> = events.iter().map(|(_, r)| *r).collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "out of order or repeated: {revisions:?}"
+    );
+    let seen: BTreeSet<(String, u64)> = events.into_iter().collect();
+    for (name, (revision, _)) in &acked {
+        assert!(
+            seen.contains(&(name.clone(), *revision)),
+            "the watcher missed {name} at {revision}"
+        );
+    }
+    assert!(
+        *resumes.lock().unwrap() >= 1,
+        "the watcher's apiserver was killed, so it must have resumed"
+    );
+}
