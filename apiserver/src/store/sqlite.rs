@@ -732,7 +732,8 @@ impl TxState<'_> {
 
     /// Performs a plan: row and event, taking the next revision when it changes anything.
     fn write(&mut self, conn: &Connection, key: &Key, plan: Plan) -> Result<Written, Error> {
-        let (object, outcome, kind, prev_labels) = match plan {
+        // Encoded once: the same bytes go into the objects row and the event row.
+        let (object, outcome, kind, prev_labels, data) = match plan {
             Plan::Unchanged { object, outcome } => return Ok(Written { object, outcome }),
             Plan::Write {
                 object,
@@ -744,15 +745,16 @@ impl TxState<'_> {
                     "INSERT INTO objects (type, namespace, name, revision, data) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (type, namespace, name) DO UPDATE SET revision = excluded.revision, data = excluded.data",
                 )?
-                .execute(params![key.type_name, key.namespace, key.name, (self.revision + 1) as i64, data])?;
-                (object, outcome, EventKind::Put, prev_labels)
+                .execute(params![key.type_name, key.namespace, key.name, (self.revision + 1) as i64, &data])?;
+                (object, outcome, EventKind::Put, prev_labels, data)
             }
             Plan::Remove { object } => {
                 conn.prepare_cached(
                     "DELETE FROM objects WHERE type = ?1 AND namespace = ?2 AND name = ?3",
                 )?
                 .execute(params![key.type_name, key.namespace, key.name])?;
-                (object, Outcome::Deleted, EventKind::Delete, None)
+                let data = object.encode_to_vec();
+                (object, Outcome::Deleted, EventKind::Delete, None, data)
             }
         };
         self.revision += 1;
@@ -772,7 +774,7 @@ impl TxState<'_> {
             key.type_name,
             key.namespace,
             key.name,
-            object.encode_to_vec(),
+            data,
             prev
         ])?;
         self.events.push(Arc::new(Event {
