@@ -68,6 +68,20 @@ impl fmt::Display for Found {
 }
 
 impl Error {
+    /// This error as the failure of put `index` of `count` in one atomic batch; unchanged when
+    /// the batch has one put.
+    pub fn in_batch(self, index: usize, count: usize, key: &Key) -> Error {
+        if count == 1 {
+            return self;
+        }
+        Error::InBatch {
+            index,
+            count,
+            key: key.to_string(),
+            source: Box::new(self),
+        }
+    }
+
     /// The one table from domain errors to gRPC codes.
     pub fn code(&self) -> Code {
         match self {

@@ -123,20 +123,11 @@ impl<S: Store> ApiServer for ApiService<S> {
                 let key = put
                     .object
                     .as_ref()
-                    .map(|o| crate::store::Key::of(o).to_string())
+                    .map(crate::store::Key::of)
                     .unwrap_or_default();
-                let op = self.admit_put(put).map_err(|source| {
-                    if count == 1 {
-                        source
-                    } else {
-                        Error::InBatch {
-                            index,
-                            count,
-                            key,
-                            source: Box::new(source),
-                        }
-                    }
-                })?;
+                let op = self
+                    .admit_put(put)
+                    .map_err(|e| e.in_batch(index, count, &key))?;
                 ops.push(op);
             }
             let written = self.store.apply(ops).await?;

@@ -6,6 +6,41 @@ use prost_types::Any;
 use crate::rube::{Metadata, Object};
 use crate::{Error, type_name_of_url, type_url};
 
+/// Names one object: its type's full name, its namespace ("" when cluster-scoped) and its name.
+/// The store, the caches and the work queues are all keyed by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub type_name: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(type_name: &str, namespace: &str, name: &str) -> Key {
+        Key {
+            type_name: type_name.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The key of `object`.
+    pub fn of(object: &Object) -> Key {
+        Key::new(object.type_name(), object.namespace(), object.name())
+    }
+}
+
+/// `api.systemd.Unit system/indexer`, or `runink.Herd analytics` when cluster-scoped.
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.type_name, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.type_name, self.namespace, self.name)
+        }
+    }
+}
+
 /// Packs a generated message into an Any with Rube's `rube/` type URL.
 pub fn pack<M: prost::Message + Name>(message: &M) -> Any {
     Any {

@@ -170,18 +170,7 @@ impl Store for MemStore {
                 let existing = staging.current(&key);
                 let plan =
                     core::plan_put(staging.registry, existing.as_ref(), op, &staging.stamp())
-                        .map_err(|e| {
-                            if count > 1 {
-                                Error::InBatch {
-                                    index,
-                                    count,
-                                    key: key.to_string(),
-                                    source: Box::new(e),
-                                }
-                            } else {
-                                e
-                            }
-                        })?;
+                        .map_err(|e| e.in_batch(index, count, &key))?;
                 written.push(staging.perform(key, plan));
             }
             Ok(written)

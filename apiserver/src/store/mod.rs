@@ -18,7 +18,6 @@ pub mod mem;
 pub mod sqlite;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -39,37 +38,8 @@ pub type Revision = u64;
 /// Labels of an object.
 pub type Labels = HashMap<String, String>;
 
-/// Names one object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
-    pub type_name: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl Key {
-    pub fn new(type_name: &str, namespace: &str, name: &str) -> Key {
-        Key {
-            type_name: type_name.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
-    pub fn of(object: &Object) -> Key {
-        Key::new(object.type_name(), object.namespace(), object.name())
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.type_name, self.name)
-        } else {
-            write!(f, "{} {}/{}", self.type_name, self.namespace, self.name)
-        }
-    }
-}
+/// Names one object; shared with every other crate.
+pub use rubeapi::object::Key;
 
 /// A compare-and-swap condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

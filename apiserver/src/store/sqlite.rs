@@ -660,16 +660,7 @@ impl TxState<'_> {
                     match result {
                         Ok(w) => written.push(w),
                         Err(error) => {
-                            let error = if count > 1 {
-                                Error::InBatch {
-                                    index,
-                                    count,
-                                    key: key.to_string(),
-                                    source: Box::new(error),
-                                }
-                            } else {
-                                error
-                            };
+                            let error = error.in_batch(index, count, &key);
                             return (Done::Apply(reply, Err(error)), false);
                         }
                     }
