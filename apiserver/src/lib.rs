@@ -7,6 +7,7 @@
 //! - [`admission`]: checks every object, key and status against the type registry before the
 //!   store sees it.
 //! - [`service`]: the tonic `ApiServer` implementation; thin.
+//! - [`types`]: types registered at run time (`rube.Type`), kept in the shared registry.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
 //! - `testing` (feature `testing`): a real server on a temp dir and port 0, for tests.
@@ -19,6 +20,7 @@ pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod types;
 
 mod error;
 
@@ -56,6 +58,11 @@ pub async fn serve<S: Store>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let cancel = CancellationToken::new();
+    // Objects of registered types must validate from the first request on.
+    if let Err(error) = types::refresh(&*store, &registry).await {
+        tracing::warn!(%error, "cannot load registered types");
+    }
+    types::spawn_sync(store.clone(), registry.clone(), cancel.clone());
     let service = ApiService::new(store, registry, limits, metrics, cancel.clone());
     let server = ApiServerServer::new(service)
         .accept_compressed(CompressionEncoding::Zstd)

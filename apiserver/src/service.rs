@@ -20,14 +20,13 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::admission::{self, Limits};
 use crate::metrics::Metrics;
-use crate::store::{Expect, PutOp, Store, Written};
+use crate::store::{Expect, Key, PutOp, Store, Written};
+use crate::types;
 
 /// The `ApiServer` implementation over a store.
 pub struct ApiService<S> {
     store: Arc<S>,
     registry: Registry,
-    /// The registry as an encoded descriptor set, made once: clients ask for it on every command.
-    types: Vec<u8>,
     limits: Limits,
     metrics: Arc<Metrics>,
     /// Ends every watch stream, so a graceful shutdown does not wait for clients.
@@ -44,7 +43,6 @@ impl<S: Store> ApiService<S> {
     ) -> Self {
         ApiService {
             store,
-            types: registry.encode_file_descriptor_set(),
             registry,
             limits,
             metrics,
@@ -70,6 +68,33 @@ impl<S: Store> ApiService<S> {
                 Err(error.into())
             }
         }
+    }
+
+    /// Admits and applies puts atomically; a put of a `rube.Type` is checked against the other
+    /// registered types first and reloads the registry after.
+    async fn apply_puts(&self, puts: Vec<PutRequest>) -> Result<Vec<Written>, Error> {
+        let count = puts.len();
+        let mut ops = Vec::with_capacity(count);
+        for (index, put) in puts.into_iter().enumerate() {
+            let key = put.object.as_ref().map(Key::of).unwrap_or_default();
+            let op = self
+                .admit_put(put)
+                .map_err(|e| e.in_batch(index, count, &key))?;
+            if key.type_name == types::TYPE_KIND {
+                types::admit_type(&*self.store, &self.registry, &op.object)
+                    .await
+                    .map_err(|e| e.in_batch(index, count, &key))?;
+            }
+            ops.push(op);
+        }
+        let touches_types = ops
+            .iter()
+            .any(|op| Key::of(&op.object).type_name == types::TYPE_KIND);
+        let written = self.store.apply(ops).await?;
+        if touches_types {
+            types::refresh(&*self.store, &self.registry).await?;
+        }
+        Ok(written)
     }
 
     fn admit_put(&self, request: PutRequest) -> Result<PutOp, Error> {
@@ -101,8 +126,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 impl<S: Store> ApiServer for ApiService<S> {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.observe("Put", async {
-            let op = self.admit_put(request.into_inner())?;
-            let mut written = self.store.apply(vec![op]).await?;
+            let mut written = self.apply_puts(vec![request.into_inner()]).await?;
             Ok(put_response(written.remove(0)))
         })
         .await
@@ -114,23 +138,10 @@ impl<S: Store> ApiServer for ApiService<S> {
     ) -> Result<Response<ApplyResponse>, Status> {
         self.observe("Apply", async {
             let puts = request.into_inner().puts;
-            let count = puts.len();
-            if count == 0 {
+            if puts.is_empty() {
                 return Err(Error::Invalid("the request has no objects".into()));
             }
-            let mut ops = Vec::with_capacity(count);
-            for (index, put) in puts.into_iter().enumerate() {
-                let key = put
-                    .object
-                    .as_ref()
-                    .map(crate::store::Key::of)
-                    .unwrap_or_default();
-                let op = self
-                    .admit_put(put)
-                    .map_err(|e| e.in_batch(index, count, &key))?;
-                ops.push(op);
-            }
-            let written = self.store.apply(ops).await?;
+            let written = self.apply_puts(puts).await?;
             Ok(ApplyResponse {
                 results: written.into_iter().map(put_response).collect(),
             })
@@ -171,10 +182,17 @@ impl<S: Store> ApiServer for ApiService<S> {
         self.observe("Delete", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
+            let is_type = key.type_name == types::TYPE_KIND;
+            if is_type {
+                types::admit_type_delete(&*self.store, &self.registry, &key.name).await?;
+            }
             let written = self
                 .store
                 .delete(key, Expect::from_proto(r.precondition.as_ref()))
                 .await?;
+            if is_type {
+                types::refresh(&*self.store, &self.registry).await?;
+            }
             Ok(DeleteResponse {
                 object: Some(written.object),
                 outcome: written.outcome.into(),
@@ -248,7 +266,7 @@ impl<S: Store> ApiServer for ApiService<S> {
     ) -> Result<Response<TypesResponse>, Status> {
         self.observe("Types", async {
             Ok(TypesResponse {
-                file_descriptor_set: self.types.clone(),
+                file_descriptor_set: self.registry.encode_file_descriptor_set(),
             })
         })
         .await

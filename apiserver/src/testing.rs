@@ -34,15 +34,17 @@ impl TestServer {
 
     /// A server on `dir`, which outlives it.
     pub async fn start_in(dir: &Path, options: SqliteOptions, limits: Limits) -> TestServer {
+        // One registry for the store and the service, so types registered at run time reach both.
+        let registry = Registry::builtin();
         let store =
-            Arc::new(SqliteStore::open(dir, Registry::builtin(), options).expect("open the store"));
+            Arc::new(SqliteStore::open(dir, registry.clone(), options).expect("open the store"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::serve(
             listener,
             store.clone(),
-            Registry::builtin(),
+            registry,
             limits,
             Arc::new(Metrics::new()),
             async {

@@ -5,7 +5,8 @@
 //! namespace and which message their status holds. The built-in registry comes from the
 //! descriptor set compiled at build time; more types can be added from a FileDescriptorSet.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use prost::Message;
 use prost_reflect::{DescriptorPool, ExtensionDescriptor, MessageDescriptor, Value};
@@ -42,58 +43,130 @@ impl Kind {
     }
 }
 
-/// Message types by full name. Cheap to clone.
+/// Message types by full name. Cheap to clone; clones share one set of types, so types
+/// registered at run time ([`Registry::set_extra`]) are seen by every clone.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pool: DescriptorPool,
+    pool: Arc<RwLock<DescriptorPool>>,
+    /// The types before any were registered at run time.
+    base: DescriptorPool,
     kind_option: ExtensionDescriptor,
 }
 
 impl Registry {
     /// The types compiled into this build: `rube.*`, `runink.*`, `api.systemd.*`.
+    /// Each call gives a registry of its own: types registered in one are not in another.
     pub fn builtin() -> Registry {
-        static BUILTIN: OnceLock<Registry> = OnceLock::new();
-        BUILTIN
-            .get_or_init(|| {
-                Registry::from_file_descriptor_set(BUILTIN_DESCRIPTORS)
-                    .expect("the descriptor set compiled at build time is valid")
-            })
-            .clone()
+        static BUILTIN: OnceLock<DescriptorPool> = OnceLock::new();
+        let pool = BUILTIN.get_or_init(|| {
+            DescriptorPool::decode(BUILTIN_DESCRIPTORS)
+                .expect("the descriptor set compiled at build time is valid")
+        });
+        Registry::from_pool(pool.clone()).expect("the built-in types include rube.kind")
+    }
+
+    fn from_pool(pool: DescriptorPool) -> Result<Registry, Error> {
+        let kind_option = pool.get_extension_by_name(KIND_OPTION).ok_or_else(|| {
+            Error::Descriptor(format!("the descriptor set lacks the {KIND_OPTION} option"))
+        })?;
+        Ok(Registry {
+            pool: Arc::new(RwLock::new(pool.clone())),
+            base: pool,
+            kind_option,
+        })
+    }
+
+    fn read(&self) -> DescriptorPool {
+        self.pool.read().expect("registry lock").clone()
+    }
+
+    /// The base types plus every file of `sets` (encoded `FileDescriptorSet`s, each one
+    /// registered type), checked but not applied. Returns the new pool and the kinds each set
+    /// defines.
+    ///
+    /// # Errors
+    /// `Descriptor` when a set does not decode, refers to types that exist nowhere, or defines a
+    /// file that another set (or the base) defines differently.
+    pub fn build_extra(
+        &self,
+        sets: &[(&str, &[u8])],
+    ) -> Result<(DescriptorPool, Vec<Vec<String>>), Error> {
+        let mut pool = self.base.clone();
+        let mut owners: HashMap<String, (String, prost_types::FileDescriptorProto)> =
+            HashMap::new();
+        let mut kinds = Vec::with_capacity(sets.len());
+        for (owner, bytes) in sets {
+            let set = prost_types::FileDescriptorSet::decode(*bytes).map_err(|e| {
+                Error::Descriptor(format!("type {owner}: not a FileDescriptorSet: {e}"))
+            })?;
+            let mut names = Vec::new();
+            for file in &set.file {
+                let name = file.name().to_owned();
+                if let Some(base) = self.base.get_file_by_name(&name) {
+                    if base.file_descriptor_proto() != file {
+                        return Err(Error::Descriptor(format!(
+                            "type {owner}: file {name} is built in and cannot be replaced"
+                        )));
+                    }
+                    continue;
+                }
+                match owners.get(&name) {
+                    Some((other, existing)) if existing != file => {
+                        return Err(Error::Descriptor(format!(
+                            "type {owner}: file {name} is already defined differently by type {other}"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        owners.insert(name.clone(), ((*owner).to_owned(), file.clone()));
+                    }
+                }
+                names.push(name);
+            }
+            // Decoded again from the bytes: prost_types keeps no custom options, prost-reflect
+            // does, and `(rube.kind)` is one.
+            pool.decode_file_descriptor_set(*bytes)
+                .map_err(|e| Error::Descriptor(format!("type {owner}: {e}")))?;
+            let defined: Vec<String> = names
+                .iter()
+                .filter_map(|n| pool.get_file_by_name(n))
+                .flat_map(|f| f.messages().collect::<Vec<_>>())
+                .filter(|m| m.options().has_extension(&self.kind_option))
+                .map(|m| m.full_name().to_owned())
+                .collect();
+            kinds.push(defined);
+        }
+        Ok((pool, kinds))
+    }
+
+    /// Replaces the types registered at run time with the files of `sets`; see
+    /// [`Registry::build_extra`].
+    pub fn set_extra(&self, sets: &[(&str, &[u8])]) -> Result<(), Error> {
+        let (pool, _) = self.build_extra(sets)?;
+        *self.pool.write().expect("registry lock") = pool;
+        Ok(())
     }
 
     /// A registry of the types in an encoded `google.protobuf.FileDescriptorSet`, which must
     /// include `rube/api.proto` and every other dependency.
     pub fn from_file_descriptor_set(bytes: &[u8]) -> Result<Registry, Error> {
         let pool = DescriptorPool::decode(bytes).map_err(|e| Error::Descriptor(e.to_string()))?;
-        let kind_option = pool.get_extension_by_name(KIND_OPTION).ok_or_else(|| {
-            Error::Descriptor(format!("the descriptor set lacks the {KIND_OPTION} option"))
-        })?;
-        Ok(Registry { pool, kind_option })
+        Registry::from_pool(pool)
     }
 
-    /// Adds the files of an encoded `FileDescriptorSet`. Files already present must be identical.
-    pub fn add_file_descriptor_set(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let set = prost_types::FileDescriptorSet::decode(bytes)
-            .map_err(|e| Error::Descriptor(e.to_string()))?;
-        let mut pool = self.pool.clone();
-        pool.add_file_descriptor_protos(set.file)
-            .map_err(|e| Error::Descriptor(e.to_string()))?;
-        self.pool = pool;
-        Ok(())
-    }
-
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
+    /// The current types.
+    pub fn pool(&self) -> DescriptorPool {
+        self.read()
     }
 
     /// Every file in the registry, as an encoded `FileDescriptorSet`.
     pub fn encode_file_descriptor_set(&self) -> Vec<u8> {
-        self.pool.encode_to_vec()
+        self.read().encode_to_vec()
     }
 
     /// Any message type by full name.
     pub fn message(&self, full_name: &str) -> Result<MessageDescriptor, Error> {
-        self.pool
+        self.read()
             .get_message_by_name(full_name)
             .ok_or_else(|| Error::UnknownType {
                 name: full_name.to_owned(),
@@ -114,7 +187,7 @@ impl Registry {
     /// Every storable kind, sorted by name.
     pub fn kinds(&self) -> Vec<Kind> {
         let mut kinds: Vec<Kind> = self
-            .pool
+            .read()
             .all_messages()
             .filter_map(|m| self.kind_of(m))
             .collect();
@@ -136,7 +209,9 @@ impl Registry {
             _ => Scope::Namespaced,
         };
         let status = match kind_options.get_field_by_name("status").as_deref() {
-            Some(Value::String(name)) if !name.is_empty() => self.pool.get_message_by_name(name),
+            Some(Value::String(name)) if !name.is_empty() => {
+                descriptor.parent_pool().get_message_by_name(name)
+            }
             _ => None,
         };
         Some(Kind {
@@ -173,6 +248,7 @@ mod tests {
             ),
             ("rube.Lease", Scope::Cluster, None),
             ("rube.Node", Scope::Cluster, Some("rube.NodeStatus")),
+            ("rube.Type", Scope::Cluster, None),
             ("runink.Herd", Scope::Cluster, Some("runink.HerdStatus")),
             (
                 "runink.Pipeline",

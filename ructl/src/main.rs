@@ -76,6 +76,18 @@ enum Command {
         #[arg(long)]
         bookmarks: bool,
     },
+    /// Register the message types of a .proto file: its messages with option (rube.kind) become
+    /// kinds the apiserver stores and validates. Imports resolve against the FILE's directory,
+    /// the -I directories, and the types the apiserver already knows (rube/api.proto included)
+    Register {
+        file: PathBuf,
+        /// More directories to look for imports in
+        #[arg(short = 'I', long = "include")]
+        include: Vec<PathBuf>,
+        /// The name of the rube.Type object [default: the file's proto package]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Forget history up to and including REVISION
     Compact { revision: u64 },
     /// List the kinds the apiserver stores
@@ -168,6 +180,30 @@ async fn run(cli: Cli) -> Result<()> {
             from_revision,
             bookmarks,
         } => watch(&client, &out, &query, from_revision, bookmarks).await,
+        Command::Register {
+            file,
+            include,
+            name,
+        } => {
+            let (name, set) = compile_proto(&registry, &file, &include, name)?;
+            let object = rubeapi::object::new(
+                "",
+                &name,
+                &rubeapi::rube::Type {
+                    file_descriptor_set: set,
+                },
+            );
+            let results = client
+                .apply(vec![PutRequest {
+                    object: Some(object),
+                    precondition: None,
+                }])
+                .await?;
+            for result in &results {
+                out.put(result);
+            }
+            Ok(())
+        }
         Command::Compact { revision } => {
             let r = client.compact(revision).await?;
             println!(
@@ -181,6 +217,51 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Compiles `file` with protox, resolving imports from its directory, `include` and the
+/// apiserver's types. Returns the type object's name and the encoded FileDescriptorSet of the
+/// file alone.
+fn compile_proto(
+    registry: &Registry,
+    file: &std::path::Path,
+    include: &[PathBuf],
+    name: Option<String>,
+) -> Result<(String, Vec<u8>)> {
+    use prost::Message;
+    use protox::file::{ChainFileResolver, DescriptorSetFileResolver, IncludeFileResolver};
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(IncludeFileResolver::new(dir.to_owned()));
+    for extra in include {
+        resolver.add(IncludeFileResolver::new(extra.clone()));
+    }
+    let known =
+        prost_types::FileDescriptorSet::decode(registry.encode_file_descriptor_set().as_slice())?;
+    resolver.add(DescriptorSetFileResolver::new(known));
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(false);
+    let file_name = file.file_name().context("the .proto path names no file")?;
+    compiler
+        .open_file(file_name)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let package = compiler
+        .descriptor_pool()
+        .get_file_by_name(&file_name.to_string_lossy())
+        .map(|f| f.package_name().to_owned())
+        .unwrap_or_default();
+    let name = match name {
+        Some(name) => name,
+        None if !package.is_empty() => package.to_lowercase().replace('_', "-"),
+        None => bail!(
+            "{} declares no package: name the type with --name",
+            file.display()
+        ),
+    };
+    Ok((name, compiler.encode_file_descriptor_set()))
 }
 
 /// A syntax error gets the name of its source in front of line:column.

@@ -457,7 +457,14 @@ async fn every_example_is_accepted() {
         }
     }
     files.sort();
-    assert!(files.len() >= 4, "examples: {files:?}");
+    assert!(files.len() >= 5, "examples: {files:?}");
+    // Custom types first, so their objects validate.
+    ok(
+        &server,
+        &["register", &format!("{root}/custom/files.proto")],
+        "",
+    )
+    .await;
     // Herds first: they are what the others' namespaces name.
     files.sort_by_key(|p| !p.to_string_lossy().contains("/herds/"));
     for file in files {
@@ -468,4 +475,134 @@ async fn every_example_is_accepted() {
             file.display()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_types_are_registered_validated_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || TestServer::start_in(dir.path(), Default::default(), Default::default());
+    let server = start().await;
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/custom/files.proto"
+    );
+    let motd = include_str!("../../examples/custom/motd.textproto");
+
+    // Before registration the type is unknown.
+    let run = ructl(&server, &["put"], motd).await;
+    assert_eq!(
+        run.stderr,
+        "error: <stdin>:13:3: message type 'example.files.File' not found\n"
+    );
+
+    assert_eq!(
+        ok(&server, &["register", proto], "").await,
+        "rube.Type example.files created (revision 1)\n"
+    );
+    assert_eq!(
+        ok(&server, &["put"], motd).await,
+        "example.files.File system/motd created (revision 2)\n"
+    );
+    let got = ok(
+        &server,
+        &["get", "-t", "example.files.File", "-n", "system", "motd"],
+        "",
+    )
+    .await;
+    assert!(
+        got.contains("[rube/example.files.File] {") && got.contains("mode: 420"),
+        "{got}"
+    );
+    let types = ok(&server, &["types"], "").await;
+    assert!(
+        types.contains("example.files.File       namespaced  example.files.FileStatus"),
+        "{types}"
+    );
+
+    let before = revision(&server).await;
+    let bad: Vec<(Vec<&str>, String, &str)> = vec![
+        (
+            vec!["put"],
+            motd.replace("content:", "contnet:"),
+            "error: <stdin>:15:5: field 'contnet' not found for message 'example.files.File'",
+        ),
+        (
+            vec!["put"],
+            "metadata { name: \"broken\" }\nspec { [rube/rube.Type] { file_descriptor_set: \"garbage\" } }\n".into(),
+            "error: type broken: not a FileDescriptorSet",
+        ),
+        (
+            vec!["delete", "-t", "rube.Type", "example.files"],
+            String::new(),
+            "error: type example.files still has 1 object(s) of kind example.files.File: delete them first",
+        ),
+        (vec!["get", "-t", "example.nope.File", "-n", "system", "x"], String::new(), "error: unknown type 'example.nope.File'"),
+    ];
+    for (args, stdin, expected) in bad {
+        let run = ructl(&server, &args, &stdin).await;
+        assert_ne!(run.code, 0, "ructl {args:?} should fail");
+        assert!(
+            run.stderr.starts_with(expected),
+            "ructl {args:?}:\n  got:  {}  want: {expected}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert_eq!(
+            revision(&server).await,
+            before,
+            "ructl {args:?} moved the revision"
+        );
+    }
+    // A .proto that defines no kind is refused.
+    let plain = dir.path().join("plain.proto");
+    std::fs::write(
+        &plain,
+        "syntax = \"proto3\";\npackage example.plain;\nmessage Note { string text = 1; }\n",
+    )
+    .unwrap();
+    let run = ructl(&server, &["register", plain.to_str().unwrap()], "").await;
+    assert!(
+        run.stderr
+            .starts_with("error: type example.plain: its files define no kind"),
+        "{}",
+        run.stderr
+    );
+    // A .proto that does not compile names the place.
+    std::fs::write(
+        &plain,
+        "syntax = \"proto3\";\npackage example.plain;\nmessage Note { strin text = 1; }\n",
+    )
+    .unwrap();
+    let run = ructl(&server, &["register", plain.to_str().unwrap()], "").await;
+    assert!(
+        run.code != 0 && run.stderr.contains("strin"),
+        "{}",
+        run.stderr
+    );
+
+    // Registered types come back after a restart.
+    server.stop().await;
+    let server = start().await;
+    let got = ok(
+        &server,
+        &["get", "-t", "example.files.File", "-n", "system", "motd"],
+        "",
+    )
+    .await;
+    assert!(got.contains("Welcome to a Rube node."), "{got}");
+    // Deleting the objects, then the type, makes the kind unknown again.
+    ok(
+        &server,
+        &["delete", "-t", "example.files.File", "-n", "system", "motd"],
+        "",
+    )
+    .await;
+    ok(&server, &["delete", "-t", "rube.Type", "example.files"], "").await;
+    let run = ructl(&server, &["put"], motd).await;
+    assert!(
+        run.stderr
+            .contains("message type 'example.files.File' not found"),
+        "{}",
+        run.stderr
+    );
 }
