@@ -2,62 +2,21 @@
 //! data dir, and check that every acknowledged put is there and revisions never go backwards.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apiserver::testing::ServerProcess;
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::Selector;
 use rubeapi::runink::Slice;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rube-apiserver"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rube-apiserver");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Server { child, addr }
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no chance to flush or close anything.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(dir: &std::path::Path) -> ServerProcess {
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_rube-apiserver"),
+        &["--metrics-listen", "off", "--data-dir", dir],
+    )
 }
 
 fn slice(name: &str, n: u64) -> rubeapi::rube::Object {
@@ -75,7 +34,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
     let acked: Arc<Mutex<HashMap<String, (u64, u64)>>> = Arc::default();
     let mut highest_seen = 0;
     for round in 0..3 {
-        let server = Server::start(dir.path());
+        let mut server = start(dir.path());
         let client = Client::connect(&server.addr).await.unwrap();
         let listing = client.list(Selector::default()).await.unwrap();
         assert!(
@@ -134,7 +93,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
         assert!(highest_seen > 0, "no put was acknowledged in round {round}");
     }
     // A last restart: everything acknowledged is there, and the next put continues above it.
-    let server = Server::start(dir.path());
+    let server = start(dir.path());
     let client = Client::connect(&server.addr).await.unwrap();
     let snapshot = acked.lock().unwrap().clone();
     for (name, (revision, _)) in &snapshot {

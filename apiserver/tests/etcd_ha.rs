@@ -4,69 +4,32 @@
 //! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apiserver::testing::Etcd;
+use apiserver::testing::{Etcd, ServerProcess};
 use futures::StreamExt;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Selector, watch_event};
 use rubeapi::runink::Slice;
 use rubeapi::{Client, Error};
 
-struct Apiserver {
-    child: Child,
-    addr: String,
-}
-
-impl Apiserver {
-    fn start(endpoints: &[String], prefix: &str) -> Apiserver {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rube-apiserver"))
-            .args([
-                "--store",
-                "etcd",
-                "--etcd-prefix",
-                prefix,
-                "--etcd-endpoints",
-                &endpoints.join(","),
-            ])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-                "--bookmark-interval",
-                "1s",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rube-apiserver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("rube-apiserver did not start: {line:?}"))
-            .to_owned();
-        Apiserver { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Apiserver {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn apiserver(endpoints: &[String], prefix: &str) -> ServerProcess {
+    let endpoints = endpoints.join(",");
+    let args = [
+        "--store",
+        "etcd",
+        "--etcd-prefix",
+        prefix,
+        "--etcd-endpoints",
+        &endpoints,
+    ];
+    let more = ["--metrics-listen", "off", "--bookmark-interval", "1s"];
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_rube-apiserver"),
+        &[&args[..], &more[..]].concat(),
+    )
 }
 
 fn slice(name: &str, n: u64) -> rubeapi::rube::Object {
@@ -87,8 +50,8 @@ fn slices() -> Selector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_on_one_apiserver_sees_puts_through_the_other_in_order() {
     let etcd = Etcd::start().await;
-    let a = Apiserver::start(&etcd.endpoints(), "/two");
-    let b = Apiserver::start(&etcd.endpoints(), "/two");
+    let a = apiserver(&etcd.endpoints(), "/two");
+    let b = apiserver(&etcd.endpoints(), "/two");
     let through_a = Client::connect(&a.addr).await.unwrap();
     let through_b = Client::connect(&b.addr).await.unwrap();
     let stream = through_b.watch(slices(), None).await.unwrap();
@@ -129,8 +92,8 @@ async fn a_watcher_on_one_apiserver_sees_puts_through_the_other_in_order() {
 async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
     let mut etcd = Etcd::start_cluster(3).await;
     let endpoints = etcd.endpoints();
-    let mut a = Apiserver::start(&endpoints, "/ha");
-    let b = Apiserver::start(&endpoints, "/ha");
+    let mut a = apiserver(&endpoints, "/ha");
+    let b = apiserver(&endpoints, "/ha");
     let start = Client::connect(&b.addr)
         .await
         .unwrap()

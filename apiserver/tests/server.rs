@@ -1,13 +1,11 @@
 //! The server as an operator sees it: /metrics and /healthz, and a graceful stop on SIGTERM
 //! with watches open.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::metrics::Metrics;
-use apiserver::testing::TestServer;
+use apiserver::testing::{ServerProcess, TestServer};
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -92,49 +90,21 @@ async fn metrics_count_requests_by_method_and_code_and_show_the_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_server_promptly_even_with_watches_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rube-apiserver"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let data_dir = dir.path().to_str().unwrap();
+    let mut server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_rube-apiserver"),
+        &["--metrics-listen", "127.0.0.1:0", "--data-dir", data_dir],
+    );
+    let addr = server.addr.clone();
     let client = Client::connect(&addr).await.unwrap();
     let watch = client.watch(Selector::default(), None).await.unwrap();
     futures::pin_mut!(watch);
     watch.next().await.unwrap().unwrap();
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
+    kill(Pid::from_raw(server.pid() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
     let status = status.expect("rube-apiserver stops within 10 s of SIGTERM");
     assert!(status.success(), "{status}");
     // The watch ended rather than hanging.

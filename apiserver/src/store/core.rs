@@ -204,6 +204,27 @@ pub fn plan_update_status(
     })
 }
 
+/// A compaction may not reach past the current revision.
+pub fn check_compaction(revision: Revision, current: Revision) -> Result<(), Error> {
+    if revision > current {
+        return Err(Error::Invalid(format!(
+            "cannot compact to revision {revision}: the current revision is {current}"
+        )));
+    }
+    Ok(())
+}
+
+/// A watch may resume only from the compaction point or later.
+pub fn check_resume(from: Option<Revision>, compacted: Revision) -> Result<(), Error> {
+    match from {
+        Some(from) if from < compacted => Err(Error::Compacted {
+            requested: from,
+            compacted,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn revision_of(object: &Object) -> Revision {
     object.metadata.as_ref().map_or(0, |m| m.revision)
 }

@@ -431,13 +431,10 @@ impl Store for EtcdStore {
     ) -> Result<WatchStream, Error> {
         let bounds = self.revision().await?;
         let start = match from {
-            Some(from) if from < bounds.compacted => {
-                return Err(Error::Compacted {
-                    requested: from,
-                    compacted: bounds.compacted,
-                });
+            Some(from) => {
+                core::check_resume(Some(from), bounds.compacted)?;
+                from
             }
-            Some(from) => from,
             None => bounds.revision,
         };
         let prefix = self.filter_prefix(&filter);
@@ -546,12 +543,7 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<Compaction, Error> {
         let bounds = self.revision().await?;
-        if revision > bounds.revision {
-            return Err(Error::Invalid(format!(
-                "cannot compact to revision {revision}: the current revision is {}",
-                bounds.revision
-            )));
-        }
+        core::check_compaction(revision, bounds.revision)?;
         if revision <= bounds.compacted {
             return Ok(bounds);
         }

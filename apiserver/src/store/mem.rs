@@ -234,15 +234,7 @@ impl Store for MemStore {
         from: Option<Revision>,
         cancel: CancellationToken,
     ) -> Result<WatchStream, Error> {
-        if let Some(from) = from {
-            let compacted = self.log.lock().compacted;
-            if from < compacted {
-                return Err(Error::Compacted {
-                    requested: from,
-                    compacted,
-                });
-            }
-        }
+        core::check_resume(from, self.log.lock().compacted)?;
         Ok(hub::watch(
             self.log.clone(),
             self.hub.clone(),
@@ -255,12 +247,7 @@ impl Store for MemStore {
 
     async fn compact(&self, revision: Revision) -> Result<Compaction, Error> {
         let mut state = self.log.lock();
-        if revision > state.revision {
-            return Err(Error::Invalid(format!(
-                "cannot compact to revision {revision}: the current revision is {}",
-                state.revision
-            )));
-        }
+        core::check_compaction(revision, state.revision)?;
         state.compacted = state.compacted.max(revision);
         let compacted = state.compacted;
         while state

@@ -279,14 +279,8 @@ impl Store for SqliteStore {
         from: Option<Revision>,
         cancel: CancellationToken,
     ) -> Result<WatchStream, Error> {
-        if let Some(from) = from {
-            let bounds = self.revision().await?;
-            if from < bounds.compacted {
-                return Err(Error::Compacted {
-                    requested: from,
-                    compacted: bounds.compacted,
-                });
-            }
+        if from.is_some() {
+            core::check_resume(from, self.revision().await?.compacted)?;
         }
         Ok(hub::watch(
             self.history.clone(),
@@ -696,11 +690,8 @@ impl TxState<'_> {
                 settle(result, |r| Done::One(reply, r))
             }
             Command::Compact { revision, reply } => {
-                let result = if revision > self.revision {
-                    Err(Error::Invalid(format!(
-                        "cannot compact to revision {revision}: the current revision is {}",
-                        self.revision
-                    )))
+                let result = if let Err(error) = core::check_compaction(revision, self.revision) {
+                    Err(error)
                 } else {
                     self.compacted = self.compacted.max(revision);
                     Ok(Compaction {
