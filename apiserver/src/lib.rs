@@ -62,7 +62,7 @@ pub async fn serve<S: Store>(
     if let Err(error) = types::refresh(&*store, &registry).await {
         tracing::warn!(%error, "cannot load registered types");
     }
-    types::spawn_sync(store.clone(), registry.clone(), cancel.clone());
+    let sync = types::spawn_sync(store.clone(), registry.clone(), cancel.clone());
     let service = ApiService::new(store, registry, limits, metrics, cancel.clone());
     let server = ApiServerServer::new(service)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -76,15 +76,22 @@ pub async fn serve<S: Store>(
         }
         stream
     });
-    let signal = async move {
-        shutdown.await;
-        cancel.cancel();
+    let signal = {
+        let cancel = cancel.clone();
+        async move {
+            shutdown.await;
+            cancel.cancel();
+        }
     };
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, signal)
-        .await
+        .await;
+    // The store must be free to reopen once this returns.
+    cancel.cancel();
+    let _ = sync.await;
+    served
 }
 
 /// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown` resolves.

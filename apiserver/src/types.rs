@@ -112,7 +112,12 @@ pub async fn refresh<S: Store>(store: &S, registry: &Registry) -> Result<(), Err
 }
 
 /// Keeps the registry in step with `rube.Type` objects, whoever writes them, until `cancel`.
-pub fn spawn_sync<S: Store>(store: Arc<S>, registry: Registry, cancel: CancellationToken) {
+/// The task holds the store until it ends: await it before reopening the store.
+pub fn spawn_sync<S: Store>(
+    store: Arc<S>,
+    registry: Registry,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             if let Err(error) = refresh(&*store, &registry).await {
@@ -143,5 +148,5 @@ pub fn spawn_sync<S: Store>(store: Arc<S>, registry: Registry, cancel: Cancellat
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-    });
+    })
 }
