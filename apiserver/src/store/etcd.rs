@@ -164,21 +164,11 @@ impl EtcdStore {
 
     /// The object and its mod revision, or `None`.
     async fn read(&self, key: &Key) -> Result<Option<(Object, i64)>, Error> {
-        self.read_with(key, false).await
-    }
-
-    /// A read, linearizable or (cheaper: no quorum round, but possibly stale) serializable.
-    async fn read_with(
-        &self,
-        key: &Key,
-        serializable: bool,
-    ) -> Result<Option<(Object, i64)>, Error> {
         let etcd_key = self.object_key(key);
-        let options = serializable.then(|| GetOptions::new().with_serializable());
         let response = self
             .call(|mut c| {
-                let (etcd_key, options) = (etcd_key.clone(), options.clone());
-                async move { c.get(etcd_key, options).await }
+                let etcd_key = etcd_key.clone();
+                async move { c.get(etcd_key, None).await }
             })
             .await?;
         response
@@ -195,16 +185,11 @@ impl EtcdStore {
         keys: &[Key],
         plan: impl Fn(&mut Staging<'_>) -> Result<T, Error>,
     ) -> Result<(T, Vec<Written>), Error> {
-        for attempt in 0..MAX_ATTEMPTS {
-            // The first attempt plans against serializable reads, which skip a quorum round. A
-            // stale one cannot commit anything wrong (the transaction compares mod revisions),
-            // but it could refuse or skip wrongly, so every answer that commits nothing is
-            // checked again against linearizable reads.
-            let serializable = attempt == 0;
+        for _ in 0..MAX_ATTEMPTS {
             let mut read = BTreeMap::new();
             for key in keys {
                 if !read.contains_key(key) {
-                    read.insert(key.clone(), self.read_with(key, serializable).await?);
+                    read.insert(key.clone(), self.read(key).await?);
                 }
             }
             let mut staging = Staging {
@@ -213,20 +198,13 @@ impl EtcdStore {
                 staged: BTreeMap::new(),
                 written: Vec::new(),
             };
-            let answer = match plan(&mut staging) {
-                Ok(answer) => answer,
-                Err(_) if serializable => continue,
-                Err(error) => return Err(error),
-            };
+            let answer = plan(&mut staging)?;
             let Staging {
                 staged,
                 mut written,
                 ..
             } = staging;
             if staged.is_empty() {
-                if serializable {
-                    continue;
-                }
                 return Ok((answer, written.into_iter().map(|s| s.written).collect()));
             }
             let mut compares = Vec::new();
