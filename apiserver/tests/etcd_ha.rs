@@ -248,3 +248,58 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
         "the watcher's apiserver was killed, so it must have resumed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_registered_through_one_apiserver_is_known_to_the_other() {
+    let etcd = Etcd::start().await;
+    let a = apiserver(&etcd.endpoints(), "/types");
+    let b = apiserver(&etcd.endpoints(), "/types");
+    let through_a = Client::connect(&a.addr).await.unwrap();
+    let through_b = Client::connect(&b.addr).await.unwrap();
+
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/custom");
+    let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    let mut compiler = protox::Compiler::new([examples, protos]).unwrap();
+    compiler.include_imports(false);
+    compiler.open_file("files.proto").unwrap();
+    let spec = rubeapi::rube::Type {
+        file_descriptor_set: compiler.encode_file_descriptor_set(),
+    };
+    through_a
+        .put(object::new("", "example.files", &spec), None)
+        .await
+        .unwrap();
+
+    // b learns the type from its watch on rube.Type objects, without a restart.
+    let registry = rubeapi::Registry::builtin();
+    registry
+        .set_extra(&[("example.files", spec.file_descriptor_set.as_slice())])
+        .unwrap();
+    let motd = rubeapi::text::parse_object(
+        &registry,
+        include_str!("../../examples/custom/motd.textproto"),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match through_b.put(motd.clone(), None).await {
+            Ok(r) => {
+                assert_eq!(r.object.unwrap().type_name(), "example.files.File");
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("example.files.File"), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("b never learned the type: {e}"),
+        }
+    }
+    assert!(
+        through_b
+            .registry()
+            .await
+            .unwrap()
+            .kind("example.files.File")
+            .is_ok()
+    );
+}
