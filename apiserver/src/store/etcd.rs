@@ -45,7 +45,8 @@ pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     /// Every key lives under this prefix; apiservers sharing a cluster must agree on it.
     pub prefix: String,
-    /// A quiet watch asks etcd for progress about this often and passes it on as a bookmark.
+    /// Unused while etcd's progress notifications cannot be trusted as bookmarks (see
+    /// `watch`); kept so the flag and configuration stay stable.
     pub bookmark_interval: Duration,
 }
 
@@ -65,7 +66,6 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     registry: Registry,
-    bookmark_interval: Duration,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -107,7 +107,6 @@ impl EtcdStore {
             client,
             prefix: options.prefix.trim_end_matches('/').to_owned(),
             registry,
-            bookmark_interval: options.bookmark_interval,
         })
     }
 
@@ -441,8 +440,7 @@ impl Store for EtcdStore {
         let exact = is_exact(&filter);
         let mut options = EtcdWatchOptions::new()
             .with_start_revision(start as i64 + 1)
-            .with_prev_key()
-            .with_progress_notify();
+            .with_prev_key();
         if !exact {
             options = options.with_prefix();
         }
@@ -460,20 +458,17 @@ impl Store for EtcdStore {
             }));
         }
         let compacted = bounds.compacted;
-        let bookmark_interval = self.bookmark_interval;
+        // No periodic bookmarks from etcd's progress notifications: some etcd 3.4 releases can
+        // report progress at a revision ahead of events an unsynced watcher has not received
+        // yet (an upstream bug), and a client resuming from such a bookmark would miss them.
+        // Quiet etcd watches resume from their last event instead; only the first bookmark of
+        // a watch "from now" is sent.
         tokio::spawn(async move {
             let mut last = start;
-            let mut progress = tokio::time::interval(bookmark_interval);
-            progress.tick().await;
             loop {
                 let message = tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tx.closed() => return,
-                    _ = progress.tick() => {
-                        // etcd answers with a progress notification carrying its revision.
-                        let _ = etcd_stream.request_progress().await;
-                        continue;
-                    }
                     message = etcd_stream.message() => message,
                 };
                 let response = match message {
@@ -507,22 +502,6 @@ impl Store for EtcdStore {
                     return;
                 }
                 if response.events().is_empty() {
-                    if let Some(header) = response.header() {
-                        let revision = header.revision() as u64;
-                        if revision > last && !response.created() {
-                            last = revision;
-                            let bookmark = watch_event::Event::Bookmark(Bookmark { revision });
-                            if tx
-                                .send(Ok(WatchEvent {
-                                    event: Some(bookmark),
-                                }))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
                     continue;
                 }
                 for event in response.events() {
