@@ -358,3 +358,38 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// Write `n` of a durability test: slice `name` in `namespace` whose command is `write {n}`.
+pub fn numbered_write(namespace: &str, name: &str, n: u64) -> rubeapi::rube::Object {
+    let spec = rubeapi::runink::Slice {
+        command: format!("write {n}"),
+        ..Default::default()
+    };
+    rubeapi::object::new(namespace, name, &spec)
+}
+
+/// The durability check of the crash and failover tests: for every acknowledged
+/// [`numbered_write`] (name → (revision, n)), the slice is readable at that revision with that
+/// content, or at a later revision (a write in flight when the server died may have landed).
+pub async fn assert_acknowledged_writes<'a>(
+    client: &Client,
+    namespace: &str,
+    acked: impl IntoIterator<Item = (&'a String, &'a (u64, u64))>,
+) {
+    use rubeapi::object::ObjectExt;
+    for (name, (revision, n)) in acked {
+        let stored = client
+            .get("runink.Slice", namespace, name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
+        assert!(
+            stored.revision() >= *revision,
+            "{name}: acknowledged at {revision}, found {}",
+            stored.revision()
+        );
+        if stored.revision() == *revision {
+            let spec: rubeapi::runink::Slice = stored.spec_as().expect("a slice");
+            assert_eq!(spec.command, format!("write {n}"), "{name} at {revision}");
+        }
+    }
+}

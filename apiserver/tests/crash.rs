@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apiserver::testing::ServerProcess;
+use apiserver::testing::{ServerProcess, assert_acknowledged_writes, numbered_write};
 use rubeapi::Client;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::Selector;
-use rubeapi::runink::Slice;
 
 fn start(dir: &std::path::Path) -> ServerProcess {
     let dir = dir.to_str().expect("utf-8 temp dir");
@@ -17,14 +16,6 @@ fn start(dir: &std::path::Path) -> ServerProcess {
         env!("CARGO_BIN_EXE_rube-apiserver"),
         &["--metrics-listen", "off", "--data-dir", dir],
     )
-}
-
-fn slice(name: &str, n: u64) -> rubeapi::rube::Object {
-    let spec = Slice {
-        command: format!("write {n}"),
-        ..Default::default()
-    };
-    object::new("crash", name, &spec)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,23 +34,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
             listing.revision
         );
         let snapshot = acked.lock().unwrap().clone();
-        for (name, (revision, n)) in &snapshot {
-            let stored = client
-                .get("runink.Slice", "crash", name)
-                .await
-                .unwrap_or_else(|e| panic!("{name} lost: {e}"));
-            assert!(
-                stored.revision() >= *revision,
-                "{name}: acknowledged at {revision}, found {}",
-                stored.revision()
-            );
-            if stored.revision() == *revision {
-                assert_eq!(
-                    stored.spec_as::<Slice>().unwrap().command,
-                    format!("write {n}")
-                );
-            }
-        }
+        assert_acknowledged_writes(&client, "crash", &snapshot).await;
 
         let mut writers = Vec::new();
         for w in 0..8 {
@@ -68,7 +43,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
             writers.push(tokio::spawn(async move {
                 let name = format!("w{w}");
                 for n in (round * 1_000_000)..u64::MAX {
-                    match client.put(slice(&name, n), None).await {
+                    match client.put(numbered_write("crash", &name, n), None).await {
                         Ok(r) => {
                             let revision = r.object.unwrap().revision();
                             acked.lock().unwrap().insert(name.clone(), (revision, n));
@@ -107,7 +82,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
         );
     }
     let next = client
-        .put(slice("after", 0), None)
+        .put(numbered_write("crash", "after", 0), None)
         .await
         .unwrap()
         .object

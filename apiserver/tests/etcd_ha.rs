@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apiserver::testing::{Etcd, ServerProcess};
+use apiserver::testing::{Etcd, ServerProcess, assert_acknowledged_writes, numbered_write};
 use futures::StreamExt;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Selector, watch_event};
-use rubeapi::runink::Slice;
 use rubeapi::{Client, Error};
 
 /// The tests here each run an etcd cluster and several apiservers; on a 2-core machine they
@@ -36,14 +35,6 @@ fn apiserver(endpoints: &[String], prefix: &str) -> ServerProcess {
     )
 }
 
-fn slice(name: &str, n: u64) -> rubeapi::rube::Object {
-    let spec = Slice {
-        command: format!("write {n}"),
-        ..Default::default()
-    };
-    object::new("ha", name, &spec)
-}
-
 fn slices() -> Selector {
     Selector {
         r#type: "runink.Slice".into(),
@@ -64,7 +55,7 @@ async fn a_watcher_on_one_apiserver_sees_puts_through_the_other_in_order() {
     let mut written = Vec::new();
     for i in 0..20 {
         let o = through_a
-            .put(slice(&format!("s{}", i % 5), i), None)
+            .put(numbered_write("ha", &format!("s{}", i % 5), i), None)
             .await
             .unwrap()
             .object
@@ -182,7 +173,7 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                match client.put(slice(&name, n), None).await {
+                match client.put(numbered_write("ha", &name, n), None).await {
                     Ok(r) => {
                         acked
                             .lock()
@@ -207,23 +198,7 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
 
     // Every acknowledged put is readable through the surviving apiserver.
     let client = Client::connect(&b.addr).await.unwrap();
-    for (name, (revision, n)) in &acked {
-        let stored = client
-            .get("runink.Slice", "ha", name)
-            .await
-            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
-        assert!(
-            stored.revision() >= *revision,
-            "{name}: acknowledged at {revision}, found {}",
-            stored.revision()
-        );
-        if stored.revision() == *revision {
-            assert_eq!(
-                stored.spec_as::<Slice>().unwrap().command,
-                format!("write {n}")
-            );
-        }
-    }
+    assert_acknowledged_writes(&client, "ha", &acked).await;
 
     // The watcher saw every acknowledged put, each revision once, in order.
     let last = acked.values().map(|(r, _)| *r).max().unwrap();
