@@ -328,7 +328,6 @@ impl RubeOnEtcd {
             EtcdOptions {
                 endpoints: vec![format!("http://{endpoint}")],
                 prefix: RUBE_ETCD_PREFIX.into(),
-                ..Default::default()
             },
             rubeapi::Registry::builtin(),
         )

@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     compaction_interval: Duration,
 
-    /// How often a quiet watch gets a bookmark
+    /// How often a quiet watch gets a bookmark (sqlite; etcd watches get none, see docs/api.md)
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     bookmark_interval: Duration,
 
@@ -133,7 +133,6 @@ async fn main() -> Result<()> {
             let options = EtcdOptions {
                 endpoints: args.etcd_endpoints.clone(),
                 prefix: args.etcd_prefix.clone(),
-                bookmark_interval: args.bookmark_interval,
             };
             let place = format!(
                 "etcd {} under {}",

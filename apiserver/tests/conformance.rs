@@ -55,7 +55,6 @@ async fn etcd() -> EtcdBacked {
     let options = EtcdOptions {
         endpoints: etcd.endpoints(),
         prefix: "/conformance".into(),
-        ..EtcdOptions::default()
     };
     let store = EtcdStore::connect(options, Registry::builtin())
         .await

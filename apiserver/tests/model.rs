@@ -56,7 +56,6 @@ fn etcd_agrees_with_the_model() {
             let options = EtcdOptions {
                 endpoints: etcd.endpoints(),
                 prefix: format!("/model-{case}"),
-                ..EtcdOptions::default()
             };
             let store = EtcdStore::connect(options, Registry::builtin())
                 .await

@@ -45,9 +45,6 @@ pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     /// Every key lives under this prefix; apiservers sharing a cluster must agree on it.
     pub prefix: String,
-    /// Unused while etcd's progress notifications cannot be trusted as bookmarks (see
-    /// `watch`); kept so the flag and configuration stay stable.
-    pub bookmark_interval: Duration,
 }
 
 impl Default for EtcdOptions {
@@ -55,7 +52,6 @@ impl Default for EtcdOptions {
         EtcdOptions {
             endpoints: vec!["http://127.0.0.1:2379".into()],
             prefix: "/rube".into(),
-            bookmark_interval: Duration::from_secs(10),
         }
     }
 }
