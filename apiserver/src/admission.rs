@@ -52,6 +52,15 @@ pub fn admit_object(
         .map_err(|e| Error::Invalid(e.to_string()))?;
     spec.type_url = type_url(&type_name);
     decode_strict(&kind.descriptor, spec, "spec")?;
+    let name = object
+        .metadata
+        .as_ref()
+        .map(|m| m.name.as_str())
+        .unwrap_or("");
+    rubeapi::validate::spec(name, spec).map_err(|e| match e.field.as_str() {
+        "" => Error::Invalid(format!("spec: {}", e.problem)),
+        field => Error::Invalid(format!("spec.{field}: {}", e.problem)),
+    })?;
 
     let metadata = object
         .metadata

@@ -10,6 +10,8 @@
 //! - [`selector`]: label selectors (`node=worker-1,tier!=db`) and object filters.
 //! - [`object`]: helpers to build and read objects with typed specs.
 //! - [`client`]: the async client over tonic.
+//! - [`validate`]: semantic rules of built-in kinds (a pipeline has no cycle, a unit no
+//!   contradiction), used by admission.
 //!
 //! This crate never touches storage and never runs controllers.
 
@@ -19,6 +21,7 @@ pub mod object;
 pub mod registry;
 pub mod selector;
 pub mod text;
+pub mod validate;
 
 mod error;
 pub use error::{Location, error_keys};
