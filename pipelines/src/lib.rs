@@ -1,0 +1,1 @@
+//! Pipelines: the DAG controller and the scheduler (work in progress).

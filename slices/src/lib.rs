@@ -1,0 +1,1 @@
+//! Slices: the slice controller and the per-slice shim (work in progress).

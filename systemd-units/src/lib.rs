@@ -1,0 +1,1 @@
+//! systemd units as objects (work in progress).
