@@ -12,6 +12,8 @@
 //!   read handles; applying a change says which keys changed and how.
 //! - [`reflector`]: drives the state machine with a [`rubeapi::Client`] (list, watch, relist on
 //!   `Compacted`, resume from the last revision after a disconnect, with backoff).
+//! - [`mirror`]: the [`Mirror`] contract: a durable copy of a reflector's cache, so a restarted
+//!   controller reconciles before the apiserver answers and resumes its watch.
 //! - [`queue`]: the [`WorkQueue`] keyed by object: coalescing, no two runs of one key at once,
 //!   per-key exponential backoff, graceful close.
 //! - [`backoff`]: the [`Backoff`] policy (initial delay doubling up to a cap), pure.
@@ -27,6 +29,7 @@ pub mod cache;
 pub mod controller;
 pub mod key;
 pub mod metrics;
+pub mod mirror;
 pub mod queue;
 pub mod reflector;
 pub mod runtime;
@@ -41,6 +44,7 @@ pub use controller::Controller;
 pub use error::{BoxError, Error};
 pub use key::Key;
 pub use metrics::Metrics;
+pub use mirror::{MemoryMirror, Mirror};
 pub use queue::{Trigger, WorkQueue};
 pub use reflector::Reflector;
 pub use runtime::{Options, run};

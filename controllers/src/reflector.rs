@@ -7,6 +7,7 @@
 //! resulting change to the cache.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use backon::BackoffBuilder;
 use futures::{Stream, StreamExt};
@@ -16,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, Cache, CacheWriter};
 use crate::metrics::ControllerMetrics;
-use crate::watcher::{self, Input, State};
+use crate::mirror::Mirror;
+use crate::watcher::{self, Change, Input, State};
 use crate::{Backoff, Key, Trigger};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, rubeapi::Error>> + Send>>;
@@ -29,6 +31,7 @@ pub struct Reflector {
     writer: CacheWriter,
     reconnect: Backoff,
     metrics: ControllerMetrics,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl Reflector {
@@ -42,6 +45,7 @@ impl Reflector {
             writer,
             reconnect,
             metrics: ControllerMetrics::default(),
+            mirror: None,
         };
         (reflector, cache)
     }
@@ -52,9 +56,46 @@ impl Reflector {
         self
     }
 
+    /// Keeps a durable copy of the cache in `mirror`, and starts from what it holds.
+    pub fn with_mirror(mut self, mirror: Arc<dyn Mirror>) -> Reflector {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// Fills the cache from the mirror, if it holds anything, and returns where to go on:
+    /// watching from the mirror's revision, or listing.
+    fn seed(&mut self, on_change: &mut impl FnMut(Key, Trigger)) -> State {
+        let Some(mirror) = &self.mirror else {
+            return State::Listing;
+        };
+        match mirror.load() {
+            Ok(Some((objects, revision))) => {
+                tracing::info!(
+                    objects = objects.len(),
+                    revision,
+                    selector = ?self.selector,
+                    "cache seeded from the local mirror"
+                );
+                for (key, trigger) in self.writer.apply(Change::Replace { objects, revision }) {
+                    on_change(key, trigger);
+                }
+                State::Watching { from: revision }
+            }
+            Ok(None) => State::Listing,
+            Err(error) => {
+                tracing::warn!(%error, "cannot load the local mirror; listing instead");
+                State::Listing
+            }
+        }
+    }
+
     /// Runs until `cancel` fires, calling `on_change` for every key that changes, in order.
+    ///
+    /// With a mirror that holds a copy, the cache is filled from it first (triggering every
+    /// key) and the watch resumes from its revision; every change is saved to the mirror after
+    /// it is applied.
     pub async fn run(mut self, mut on_change: impl FnMut(Key, Trigger), cancel: CancellationToken) {
-        let mut state = State::Listing;
+        let mut state = self.seed(&mut on_change);
         let mut stream: Option<WatchStream> = None;
         let mut backoff = self.reconnect.jittered().build();
         loop {
@@ -78,8 +119,17 @@ impl Reflector {
                 stream = None;
             }
             if let Some(change) = change {
+                let saved = self
+                    .mirror
+                    .as_ref()
+                    .map(|mirror| (mirror.clone(), change.clone()));
                 for (key, trigger) in self.writer.apply(change) {
                     on_change(key, trigger);
+                }
+                if let Some((mirror, change)) = saved
+                    && let Err(error) = mirror.save(&change)
+                {
+                    tracing::warn!(%error, "cannot save to the local mirror; it lags");
                 }
                 if let Some(revision) = self.writer.revision() {
                     self.metrics.revision.set(revision as i64);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::ControllerMetrics;
 use crate::queue::QueueGauges;
 use crate::{
-    Backoff, Cache, Controller, Error, Key, Metrics, Reflector, Trigger, WorkQueue, workers,
+    Backoff, Cache, Controller, Error, Key, Metrics, Mirror, Reflector, Trigger, WorkQueue, workers,
 };
 
 /// How a controller runs.
@@ -38,6 +38,9 @@ pub struct Options {
     /// How long shutdown waits for running reconciles.
     pub shutdown_deadline: Duration,
     pub metrics: Metrics,
+    /// A durable copy of the cache: with one, reconciling starts from it at once (before the
+    /// apiserver answers) and the watch resumes from its revision.
+    pub mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl Default for Options {
@@ -50,14 +53,16 @@ impl Default for Options {
             resync: Some(Duration::from_secs(300)),
             shutdown_deadline: Duration::from_secs(30),
             metrics: Metrics::default(),
+            mirror: None,
         }
     }
 }
 
 /// Runs `controller` until `shutdown` resolves.
 ///
-/// Nothing is reconciled before the first list succeeds: until then every object would look
-/// deleted. Then every listed key and every key of the controller's inventory is reconciled,
+/// Nothing is reconciled before the first list succeeds (until then every object would look
+/// deleted), unless `options.mirror` holds a copy from an earlier run: then reconciling starts
+/// from the copy at once. Then every listed key and every key of the controller's inventory is reconciled,
 /// and after that each key whose object changes, each key at every resync, and each failed key
 /// after its backoff. On shutdown the reflector stops, no new reconcile starts, and running ones
 /// get `options.shutdown_deadline` to finish.
@@ -79,7 +84,10 @@ pub async fn run<C: Controller>(
         running: metrics.in_flight.clone(),
     };
     let queue = WorkQueue::new(options.retry, gauges);
-    let (reflector, cache) = Reflector::new(client, controller.selector(), options.reconnect);
+    let (mut reflector, cache) = Reflector::new(client, controller.selector(), options.reconnect);
+    if let Some(mirror) = options.mirror.clone() {
+        reflector = reflector.with_mirror(mirror);
+    }
     let cancel = CancellationToken::new();
     let reflecting = tokio::spawn({
         let queue = queue.clone();

@@ -17,7 +17,7 @@ use apiserver::admission::Limits;
 use apiserver::store::sqlite::SqliteOptions;
 use apiserver::testing::TestServer;
 use controllers::metrics::Snapshot;
-use controllers::{Backoff, Key, Metrics, Options};
+use controllers::{Backoff, Key, MemoryMirror, Metrics, Options};
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
@@ -478,5 +478,48 @@ async fn a_failing_executor_backs_off_and_recovers() {
 
     std::fs::remove_file(&blocker).unwrap();
     reconciled(&client, root.path(), "a", "/bin/a", 1).await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_mirror_a_restarted_controller_reconciles_before_the_apiserver_answers() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let proxy = Proxy::start(server.addr).await;
+    let root = tempfile::tempdir().unwrap();
+    let mirror = Arc::new(MemoryMirror::default());
+    let metrics = Metrics::new();
+    let options = |metrics: &Metrics| Options {
+        mirror: Some(mirror.clone()),
+        ..test_options(metrics)
+    };
+
+    client.put(slice("a", NODE, "/bin/a"), None).await.unwrap();
+    client.put(slice("b", NODE, "/bin/b"), None).await.unwrap();
+    let running = Running::start(root.path(), proxy.client().await, options(&metrics));
+    reconciled(&client, root.path(), "a", "/bin/a", 1).await;
+    reconciled(&client, root.path(), "b", "/bin/b", 1).await;
+    settled(&client, &metrics).await;
+    running.stop().await;
+
+    // The controller comes back while the apiserver is unreachable, and its world has drifted:
+    // only the mirror can tell it that b should have a file.
+    proxy.disconnect();
+    std::fs::remove_file(slice_files::path(root.path(), &key("b"))).unwrap();
+    client.put(slice("c", NODE, "/bin/c"), None).await.unwrap();
+    let metrics = Metrics::new();
+    let running = Running::start(root.path(), proxy.client().await, options(&metrics));
+    eventually("b's file back while the apiserver is away", || async {
+        file(root.path(), "b").as_deref() == Some("/bin/b\n")
+    })
+    .await;
+    assert_eq!(metrics.snapshot(CONTROLLER).lists, 0, "nothing listed yet");
+
+    // Once it answers, the watch resumes from the mirror's revision: no list, and c arrives.
+    proxy.point_to(server.addr);
+    reconciled(&client, root.path(), "c", "/bin/c", 1).await;
+    let after = settled(&client, &metrics).await;
+    assert_eq!(after.lists, 0, "resumed from the mirror, not relisted");
+    assert!(after.watches >= 1);
     running.stop().await;
 }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use controllers::{Controller, Error, Key};
 use rubeapi::Client;
-use rubeapi::client::Code;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
 use rubeapi::runink::slice_status::Phase;
@@ -28,7 +27,9 @@ pub const SLICE: &str = "runink.Slice";
 pub struct Observed {
     /// The command file's content, if the file exists.
     pub file: Option<String>,
-    /// The status the apiserver has now.
+    /// The status this controller last wrote to the apiserver, as recorded next to the file.
+    /// Recorded locally rather than read back, so the controller reconciles while the
+    /// apiserver is unreachable.
     pub status: Option<SliceStatus>,
 }
 
@@ -115,6 +116,27 @@ pub fn path(root: &Path, key: &Key) -> PathBuf {
     root.join(&key.namespace).join(format!("{}.cmd", key.name))
 }
 
+/// `<root>/<namespace>/<name>.status`: the status last written, encoded.
+pub fn status_path(root: &Path, key: &Key) -> PathBuf {
+    root.join(&key.namespace)
+        .join(format!("{}.status", key.name))
+}
+
+/// The status half of `observe`.
+pub async fn observe_status(root: &Path, key: &Key) -> Result<Option<SliceStatus>, Error> {
+    let path = status_path(root, key);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(Some(prost::Message::decode(bytes.as_slice()).map_err(
+            |e| Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(ErrorKind::InvalidData, e),
+            },
+        )?)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path)(e)),
+    }
+}
+
 /// The file half of `observe`.
 pub async fn observe_file(root: &Path, key: &Key) -> Result<Option<String>, Error> {
     let path = path(root, key);
@@ -143,10 +165,15 @@ pub async fn execute_file(root: &Path, key: &Key, effect: &Effect) -> Result<(),
                 .await
                 .map_err(Error::io(&path))
         }
-        Effect::RemoveFile => match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(path)(e)),
-            _ => Ok(()),
-        },
+        Effect::RemoveFile => {
+            for path in [status_path(root, key), path] {
+                match tokio::fs::remove_file(&path).await {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(Error::io(path)(e)),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
         Effect::WriteStatus(_) => Ok(()),
     }
 }
@@ -210,13 +237,8 @@ impl Controller for SliceFiles {
             .entry(key.clone())
             .or_default() += 1;
         let file = observe_file(&self.root, key).await?;
-        // The status this controller wrote may be newer than the cached object: ask.
         let status = if desired.is_some() {
-            match self.client.get(SLICE, &key.namespace, &key.name).await {
-                Ok(object) => object.status_as::<SliceStatus>()?,
-                Err(rubeapi::Error::Api(status)) if status.code() == Code::NotFound => None,
-                Err(error) => return Err(error.into()),
-            }
+            observe_status(&self.root, key).await?
         } else {
             None
         };
@@ -234,6 +256,15 @@ impl Controller for SliceFiles {
                     self.client
                         .update_status(SLICE, &key.namespace, &key.name, object::pack(status), None)
                         .await?;
+                    let path = status_path(&self.root, key);
+                    if let Some(dir) = path.parent() {
+                        tokio::fs::create_dir_all(dir)
+                            .await
+                            .map_err(Error::io(dir))?;
+                    }
+                    tokio::fs::write(&path, prost::Message::encode_to_vec(status))
+                        .await
+                        .map_err(Error::io(path))?;
                 }
                 file => execute_file(&self.root, key, file).await?,
             }
