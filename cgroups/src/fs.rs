@@ -16,13 +16,14 @@ pub(crate) fn io_err(path: &Path, source: io::Error) -> Error {
 }
 
 /// Writes `value` in one `write(2)`: cgroupfs acts on each write call, so a value must never be
-/// split. `File::create` would try O_TRUNC, which cgroupfs ignores, so the file is opened for
-/// writing only.
+/// split. The file is never created (a missing interface file is an error, not something to
+/// make), and is truncated as a shell's `echo v > file` does: cgroupfs ignores that, a plain file
+/// in a test then reads back exactly what was written.
 pub(crate) fn write(path: &Path, value: &str) -> Result<(), Error> {
     use std::io::Write as _;
     let result = std::fs::OpenOptions::new()
         .write(true)
-        .truncate(false)
+        .truncate(true)
         .open(path)
         .and_then(|mut f| {
             let n = f.write(value.as_bytes())?;

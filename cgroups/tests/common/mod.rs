@@ -32,12 +32,13 @@ pub struct Subtree {
 
 impl Subtree {
     pub fn detect() -> Subtree {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("rube-test-{}-{nanos}", std::process::id());
+        let name = unique_name();
         let h = Hierarchy::detect(&name).unwrap();
+        Subtree::at(h, name)
+    }
+
+    /// A subtree already placed (`h` rooted at a directory named `name`).
+    pub fn at(h: Hierarchy, name: String) -> Subtree {
         Subtree {
             h,
             name,
@@ -104,6 +105,15 @@ impl Drop for Subtree {
             eprintln!("cleanup of {} failed: {e}", self.name);
         }
     }
+}
+
+/// `rube-test-<pid>-<nanos>`: unique across concurrent tests and test runs.
+pub fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("rube-test-{}-{nanos}", std::process::id())
 }
 
 pub fn read(path: &std::path::Path) -> String {
