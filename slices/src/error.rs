@@ -1,0 +1,49 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the shim, the controller and the log readers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: nix::errno::Errno,
+    },
+    #[error("{path}: cannot decode: {reason}")]
+    Decode { path: PathBuf, reason: String },
+    /// The workload could not be started: the shim reported why (like `std::process` does
+    /// for a failed exec). The outcome is recorded in the slice dir too.
+    #[error("cannot start {command}: {message}")]
+    Exec { command: String, message: String },
+    /// The shim ended before saying whether the workload started.
+    #[error("shim for {dir} exited without reporting: {message}")]
+    ShimFailed { dir: PathBuf, message: String },
+    #[error("invalid slice: {0}")]
+    Invalid(String),
+    #[error("usage: {0}")]
+    Usage(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::Error),
+    #[error(transparent)]
+    Api(#[from] rubeapi::Error),
+}
+
+impl Error {
+    /// `map_err(Error::io(path))`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    /// `map_err(Error::sys("mount /proc"))`.
+    pub fn sys(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> Error {
+        let what = what.into();
+        move |source| Error::Sys { what, source }
+    }
+}

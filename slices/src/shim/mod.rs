@@ -1,0 +1,685 @@
+//! The shim: one process per slice, the workload's parent (like conmon or containerd-shim).
+//!
+//! [`launch`] writes the [`LaunchSpec`] into the slice dir and starts `<shim_exe> shim --dir
+//! <dir>`, which starts a new session and re-executes itself detached (the double fork), so
+//! neither a crash nor a restart of the rubelet kills or loses the workload. The detached shim
+//!
+//! 1. takes the dir's lock (one shim per dir), creates the slice's cgroup leaf with its limits,
+//! 2. `clone3`s the workload into its namespaces and, before its first instruction, its cgroup
+//!    (`CLONE_INTO_CGROUP` on v2; on v1 the child writes itself into `cgroup.procs` before
+//!    anything else) — see [`spawn`],
+//! 3. records `shim.json` and tells `launch` the pid (or the exec error) on its stdout,
+//! 4. copies the workload's output into the rotated log ([`crate::logs`]), enforces the
+//!    deadline, and kills the cgroup (SIGTERM, grace, SIGKILL) on deadline or on SIGTERM from
+//!    [`stop`],
+//! 5. reaps the workload, reads the OOM counter, removes the cgroup leaf, writes `outcome.json`
+//!    atomically, and exits.
+//!
+//! [`read`] tells what a slice dir holds: nothing, a live shim (checked by pid *and* process
+//! start time, against pid reuse), an outcome, or a shim that died without recording one.
+//!
+//! The files of a slice dir: `spec.json`, `shim.json`, `outcome.json`, `stop`, `shim.lock`,
+//! `shim.log` (the shim's own errors), `output.<offset>.log` (the workload's). Nothing here
+//! talks to the apiserver or decides whether a slice should run.
+
+mod spawn;
+
+use std::ffi::{CString, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use cgroups::{CgroupPath, Hierarchy};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::Error;
+use crate::logs::LogWriter;
+use crate::spec::{
+    DEFAULT_PATH, LaunchSpec, Outcome, RunningRecord, now_ms, read_json, write_atomic, write_json,
+};
+
+pub const SPEC: &str = "spec.json";
+pub const SHIM: &str = "shim.json";
+pub const OUTCOME: &str = "outcome.json";
+pub const STOP: &str = "stop";
+pub const LOCK: &str = "shim.lock";
+pub const SHIM_LOG: &str = "shim.log";
+
+/// What a slice dir says about its workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimState {
+    /// No shim was started here (or it failed before the workload existed).
+    Absent,
+    /// The shim lives; the workload runs (or waits for its FIFOs).
+    Running(RunningRecord),
+    Exited(Outcome),
+    /// The shim died without recording an outcome (killed, or the node rebooted); its
+    /// workload may still run in its cgroup.
+    Lost(RunningRecord),
+}
+
+/// A started workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launched {
+    pub pid: u32,
+    pub shim_pid: u32,
+}
+
+/// Starts a shim for `spec` in slice dir `dir` (made when missing; an earlier run's records
+/// are removed first) and returns once the workload has exec'd, or waits on its FIFOs.
+///
+/// # Errors
+/// [`Error::Exec`] when the workload could not be started (its outcome is recorded too, so
+/// [`read`] says `Exited`), [`Error::ShimFailed`] when the shim gave up before that (e.g. the
+/// cgroup could not be made, or another shim runs in `dir`), [`Error::Io`].
+pub fn launch(shim_exe: &Path, dir: &Path, spec: &LaunchSpec) -> Result<Launched, Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    if let ShimState::Running(_) = read(dir)? {
+        return Err(Error::ShimFailed {
+            dir: dir.to_owned(),
+            message: "a shim already runs for this slice".into(),
+        });
+    }
+    for stale in [OUTCOME, SHIM, STOP] {
+        remove_if_exists(&dir.join(stale))?;
+    }
+    write_json(&dir.join(SPEC), spec)?;
+    let log_path = dir.join(SHIM_LOG);
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(Error::io(&log_path))?;
+    let mut child = Command::new(shim_exe)
+        .arg("shim")
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(Error::io(shim_exe))?;
+    // The pipe closes when the detached shim has reported (it then points its stdout at
+    // /dev/null) or died.
+    let mut report = String::new();
+    let read_result = child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut report);
+    let _ = child.wait();
+    read_result.map_err(Error::io(shim_exe))?;
+    let line = report.lines().next().unwrap_or("");
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match word {
+        "ok" => {
+            let mut numbers = rest.split(' ').map(str::parse::<u32>);
+            match (numbers.next(), numbers.next()) {
+                (Some(Ok(pid)), Some(Ok(shim_pid))) => Ok(Launched { pid, shim_pid }),
+                _ => Err(Error::ShimFailed {
+                    dir: dir.to_owned(),
+                    message: format!("unreadable report {line:?}"),
+                }),
+            }
+        }
+        "exec" => Err(Error::Exec {
+            command: spec.command.clone(),
+            message: rest.to_owned(),
+        }),
+        "err" => Err(Error::ShimFailed {
+            dir: dir.to_owned(),
+            message: rest.to_owned(),
+        }),
+        _ => Err(Error::ShimFailed {
+            dir: dir.to_owned(),
+            message: format!(
+                "no report (see {}): {}",
+                log_path.display(),
+                last_line(&log_path)
+            ),
+        }),
+    }
+}
+
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().last().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Asks the shim in `dir` to kill its workload: SIGTERM to the cgroup, SIGKILL after `grace`.
+/// The shim records the outcome ("stopped") and exits; this does not wait for that. Returns
+/// whether a live shim was asked.
+pub fn stop(dir: &Path, grace: Duration) -> Result<bool, Error> {
+    let ShimState::Running(record) = read(dir)? else {
+        return Ok(false);
+    };
+    write_atomic(&dir.join(STOP), grace.as_millis().to_string().as_bytes())?;
+    match nix::sys::signal::kill(Pid::from_raw(record.shim_pid as i32), Signal::SIGTERM) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(Error::sys(format!("signal shim {}", record.shim_pid))(e)),
+    }
+}
+
+/// What `dir` holds. See [`ShimState`].
+pub fn read(dir: &Path) -> Result<ShimState, Error> {
+    if let Some(outcome) = read_json::<Outcome>(&dir.join(OUTCOME))? {
+        return Ok(ShimState::Exited(outcome));
+    }
+    let Some(record) = read_json::<RunningRecord>(&dir.join(SHIM))? else {
+        return Ok(ShimState::Absent);
+    };
+    if start_ticks(record.shim_pid) == Some(record.shim_start_ticks) {
+        return Ok(ShimState::Running(record));
+    }
+    // The shim may have written its outcome and exited between the two reads.
+    match read_json::<Outcome>(&dir.join(OUTCOME))? {
+        Some(outcome) => Ok(ShimState::Exited(outcome)),
+        None => Ok(ShimState::Lost(record)),
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot) of a live process;
+/// `None` when there is no such process or it is a zombie.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // `state` is field 3; start time is field 22.
+    fields.nth(18)?.parse().ok()
+}
+
+/// The entry point of `rube-shim shim --dir <dir>` and `rubelet shim --dir <dir>`. `args` are
+/// the arguments after the program name, starting with `shim`.
+pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let mut dir = None;
+    let mut detached = false;
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        match arg.to_str() {
+            Some("--dir") => dir = iter.next().map(PathBuf::from),
+            Some("--detached") => detached = true,
+            _ => {}
+        }
+    }
+    let (Some("shim"), Some(dir)) = (args.first().and_then(|a| a.to_str()), dir) else {
+        eprintln!("usage: shim --dir <slice dir>");
+        return ExitCode::from(2);
+    };
+    if !detached {
+        // A new session, then the real shim as a child that this process leaves behind: it
+        // is re-parented to init, and the rubelet has nothing to reap or to lose.
+        let _ = nix::unistd::setsid();
+        let spawned = Command::new("/proc/self/exe")
+            .args(&args)
+            .arg("--detached")
+            .stdin(Stdio::null())
+            .spawn();
+        return match spawned {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("err cannot start the detached shim: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Reaches `launch` when nothing was reported yet; the log otherwise.
+            println!("err {e}");
+            eprintln!("shim {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How the detached shim ends the workload.
+enum Phase {
+    Running,
+    Terminating { kill_at: Instant },
+    Killed,
+}
+
+fn run(dir: &Path) -> Result<(), Error> {
+    let lock_path = dir.join(LOCK);
+    let lock_file = std::fs::File::create(&lock_path).map_err(Error::io(&lock_path))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        Error::sys(format!(
+            "lock {} (another shim runs here)",
+            lock_path.display()
+        ))(e)
+    })?;
+    let spec: LaunchSpec = read_json(&dir.join(SPEC))?.ok_or_else(|| Error::Decode {
+        path: dir.join(SPEC),
+        reason: "missing".into(),
+    })?;
+    let hierarchy = match &spec.hierarchy {
+        Some(h) => h.hierarchy(),
+        None => Hierarchy::detect("rube")?,
+    };
+    let cgroup = CgroupPath::new(&spec.cgroup)?;
+    hierarchy.create(&cgroup, &spec.limits.into())?;
+
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(Error::sys("block signals"))?;
+    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(Error::sys("signalfd"))?;
+    let (log_r, log_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
+    let mut log = LogWriter::open(dir, spec.log_file_bytes, spec.log_files)?;
+    for fifo in [&spec.stdin_pipe, &spec.stdout_pipe].into_iter().flatten() {
+        make_fifo(fifo)?;
+    }
+    let prepared = prepare(&spec, &hierarchy, &cgroup, log_w.as_raw_fd())?;
+    let cgroup_name = cgroup.to_string();
+    let (pid, status_r) = match spawn::spawn(&prepared) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            let _ = hierarchy.remove(&cgroup, Duration::from_secs(1));
+            return Err(e);
+        }
+    };
+    drop(prepared);
+    drop(log_w);
+    let started_ms = now_ms();
+    let started = Instant::now();
+    let mut message = String::new();
+    let mut status_pipe = Some(status_r);
+    match read_status(status_pipe.as_ref().expect("just set")) {
+        StatusMessage::Execd => status_pipe = None,
+        StatusMessage::Waiting => {}
+        StatusMessage::Failed(why) => {
+            let _ = waitpid(pid, None);
+            let removed = hierarchy.remove(&cgroup, Duration::from_secs(1));
+            let mut outcome = Outcome {
+                exit_code: Some(127),
+                started_ms,
+                finished_ms: now_ms(),
+                pid: pid.as_raw() as u32,
+                cgroup: cgroup_name,
+                message: why.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = removed {
+                outcome.message = format!("{why}; {e}");
+            }
+            write_json(&dir.join(OUTCOME), &outcome)?;
+            report(&format!("exec {why}"));
+            return Ok(());
+        }
+    }
+    let shim_pid = std::process::id();
+    write_json(
+        &dir.join(SHIM),
+        &RunningRecord {
+            pid: pid.as_raw() as u32,
+            shim_pid,
+            shim_start_ticks: start_ticks(shim_pid).unwrap_or(0),
+            started_ms,
+            cgroup: cgroup_name.clone(),
+        },
+    )?;
+    report(&format!("ok {} {shim_pid}", pid.as_raw()));
+
+    let deadline = spec
+        .timeout_seconds
+        .filter(|s| *s > 0)
+        .map(|s| started + Duration::from_secs(s));
+    let grace = Duration::from_millis(spec.kill_grace_ms);
+    let mut phase = Phase::Running;
+    let mut log_pipe = Some(log_r);
+    let mut exit = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    while exit.is_none() {
+        let now = Instant::now();
+        let wake = match phase {
+            Phase::Running => deadline,
+            Phase::Terminating { kill_at } => Some(kill_at),
+            Phase::Killed => None,
+        };
+        let timeout = match wake {
+            Some(at) => PollTimeout::try_from(
+                at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
+            )
+            .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let (signal_ready, log_ready, status_ready) = {
+            let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(p) = &log_pipe {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(p) = &status_pipe {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("poll")(e)),
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let log_at = 1;
+            let status_at = if log_pipe.is_some() { 2 } else { 1 };
+            (
+                ready(0),
+                log_pipe.is_some() && ready(log_at),
+                status_pipe.is_some() && ready(status_at),
+            )
+        };
+        if signal_ready {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let signal = info.ssi_signo as i32;
+                if signal == libc::SIGCHLD {
+                    continue;
+                }
+                if matches!(phase, Phase::Running) {
+                    message = "stopped".into();
+                    let grace = std::fs::read_to_string(dir.join(STOP))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .map_or(grace, Duration::from_millis);
+                    phase = terminate(&hierarchy, &cgroup, grace);
+                }
+            }
+            loop {
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                        exit = Some(status);
+                        break;
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        if log_ready {
+            match nix::unistd::read(log_pipe.as_ref().expect("ready").as_fd(), &mut buf) {
+                Ok(0) => log_pipe = None,
+                Ok(n) => log.write(&buf[..n])?,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(e) => return Err(Error::sys("read log pipe")(e)),
+            }
+        }
+        if status_ready {
+            match read_status(status_pipe.as_ref().expect("ready")) {
+                StatusMessage::Failed(why) => message = why,
+                StatusMessage::Waiting => continue,
+                StatusMessage::Execd => {}
+            }
+            status_pipe = None;
+        }
+        let now = Instant::now();
+        match phase {
+            Phase::Running if deadline.is_some_and(|d| now >= d) => {
+                message = format!(
+                    "deadline of {}s exceeded",
+                    spec.timeout_seconds.unwrap_or(0)
+                );
+                phase = terminate(&hierarchy, &cgroup, grace);
+            }
+            Phase::Terminating { kill_at } if now >= kill_at => {
+                let _ = hierarchy.kill(&cgroup, Signal::SIGKILL);
+                phase = Phase::Killed;
+            }
+            _ => {}
+        }
+    }
+
+    // Whatever the workload left behind in its cgroup goes with it.
+    let _ = hierarchy.kill(&cgroup, Signal::SIGKILL);
+    if let Some(pipe) = log_pipe {
+        drain(&pipe, &mut log, &mut buf)?;
+    }
+    if let Some(pipe) = status_pipe
+        && let StatusMessage::Failed(why) = read_status(&pipe)
+    {
+        message = why;
+    }
+    let stats = hierarchy.stats(&cgroup);
+    let mut outcome = Outcome {
+        exit_code: None,
+        signal: None,
+        oom_killed: stats.as_ref().is_ok_and(|s| s.oom_kills > 0),
+        started_ms,
+        finished_ms: now_ms(),
+        pid: pid.as_raw() as u32,
+        cgroup: cgroup_name,
+        message,
+    };
+    match exit {
+        Some(WaitStatus::Exited(_, code)) => outcome.exit_code = Some(code),
+        Some(WaitStatus::Signaled(_, signal, _)) => outcome.signal = Some(signal as i32),
+        _ => {}
+    }
+    if let Err(e) = hierarchy.remove(&cgroup, Duration::from_secs(1)) {
+        eprintln!("shim {}: {e}", dir.display());
+        if outcome.message.is_empty() {
+            outcome.message = format!("cgroup left behind: {e}");
+        }
+    }
+    write_json(&dir.join(OUTCOME), &outcome)
+}
+
+/// SIGTERM to every process of the cgroup; SIGKILL follows after `grace`.
+fn terminate(hierarchy: &Hierarchy, cgroup: &CgroupPath, grace: Duration) -> Phase {
+    let _ = hierarchy.kill(cgroup, Signal::SIGTERM);
+    Phase::Terminating {
+        kill_at: Instant::now() + grace,
+    }
+}
+
+/// Copies what is left in the log pipe, waiting at most a second for each piece: after the
+/// SIGKILL of the cgroup no writer is left, but a process outside it may hold the pipe.
+fn drain(pipe: &OwnedFd, log: &mut LogWriter, buf: &mut [u8]) -> Result<(), Error> {
+    loop {
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(0) => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("poll log pipe")(e)),
+        }
+        match nix::unistd::read(pipe.as_fd(), buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => log.write(&buf[..n])?,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("read log pipe")(e)),
+        }
+    }
+}
+
+enum StatusMessage {
+    Execd,
+    Waiting,
+    Failed(String),
+}
+
+/// One message from the child's status pipe (blocking): see [`spawn`].
+fn read_status(pipe: &OwnedFd) -> StatusMessage {
+    let mut first = [0u8; 1];
+    match nix::unistd::read(pipe.as_fd(), &mut first) {
+        Ok(1) if first[0] == b'W' => return StatusMessage::Waiting,
+        Ok(1) if first[0] == b'E' => {}
+        _ => return StatusMessage::Execd,
+    }
+    let mut rest = [0u8; 5];
+    let mut got = 0;
+    while got < rest.len() {
+        match nix::unistd::read(pipe.as_fd(), &mut rest[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    let errno = i32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]);
+    StatusMessage::Failed(format!(
+        "{}: {}",
+        spawn::stage_name(rest[0]),
+        nix::errno::Errno::from_raw(errno).desc()
+    ))
+}
+
+/// Tells `launch` (through stdout, its pipe) and lets go of that pipe.
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null);
+    }
+}
+
+fn make_fifo(path: &Path) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+    }
+    match nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::sys(format!("mkfifo {}", path.display()))(e)),
+    }
+}
+
+fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte")))
+}
+
+/// The child's setup, computed in the shim so the child only makes system calls.
+fn prepare(
+    spec: &LaunchSpec,
+    hierarchy: &Hierarchy,
+    cgroup: &CgroupPath,
+    log: std::os::fd::RawFd,
+) -> Result<spawn::Prepared, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let iso = &spec.isolation;
+    let mut namespaces = 0u64;
+    let mount = iso.mount || iso.pid;
+    if iso.pid {
+        namespaces |= libc::CLONE_NEWPID as u64;
+    }
+    if mount {
+        namespaces |= libc::CLONE_NEWNS as u64;
+    }
+    if iso.uts || iso.hostname.is_some() {
+        namespaces |= libc::CLONE_NEWUTS as u64;
+    }
+    if iso.ipc {
+        namespaces |= libc::CLONE_NEWIPC as u64;
+    }
+    if iso.net {
+        namespaces |= libc::CLONE_NEWNET as u64;
+    }
+    let (cgroup_dir, cgroup_procs) = match hierarchy.version() {
+        cgroups::Version::V2 => {
+            let dir = hierarchy.dirs(cgroup).remove(0);
+            let fd = nix::fcntl::open(
+                &dir,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(Error::sys(format!("open {}", dir.display())))?;
+            (Some(fd), Vec::new())
+        }
+        cgroups::Version::V1 => {
+            let procs = hierarchy
+                .dirs(cgroup)
+                .into_iter()
+                .map(|d| cstring("cgroup path", d.join("cgroup.procs").as_os_str().as_bytes()))
+                .collect::<Result<_, _>>()?;
+            (None, procs)
+        }
+    };
+    let mut env = spec.env.clone();
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    let program = if spec.command.contains('/') {
+        vec![cstring("command", spec.command.as_str())?]
+    } else if spec.command.is_empty() {
+        return Err(Error::Invalid("the command is empty".into()));
+    } else {
+        env["PATH"]
+            .split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .map(|d| cstring("command", format!("{d}/{}", spec.command)))
+            .collect::<Result<_, _>>()?
+    };
+    let stdin = match &spec.stdin_pipe {
+        Some(fifo) => spawn::Input::Fifo(cstring("stdin pipe", fifo.as_os_str().as_bytes())?),
+        None => spawn::Input::File(c"/dev/null".to_owned()),
+    };
+    Ok(spawn::Prepared {
+        namespaces,
+        cgroup_dir,
+        cgroup_procs,
+        mount_private: mount,
+        mount_proc: iso.pid,
+        loopback_up: iso.net,
+        hostname: iso
+            .hostname
+            .as_deref()
+            .map(|h| cstring("hostname", h))
+            .transpose()?,
+        stdin,
+        stdout_fifo: spec
+            .stdout_pipe
+            .as_ref()
+            .map(|p| cstring("stdout pipe", p.as_os_str().as_bytes()))
+            .transpose()?,
+        log,
+        working_dir: cstring(
+            "working dir",
+            if spec.working_dir.is_empty() {
+                "/"
+            } else {
+                spec.working_dir.as_str()
+            },
+        )?,
+        uid: iso.uid,
+        gid: iso.gid,
+        program,
+        argv: std::iter::once(spec.command.as_str())
+            .chain(spec.args.iter().map(String::as_str))
+            .map(|a| cstring("argument", a))
+            .collect::<Result<_, _>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| cstring("environment", format!("{k}={v}")))
+            .collect::<Result<_, _>>()?,
+    })
+}
