@@ -8,6 +8,7 @@
 //!   store sees it.
 //! - [`service`]: the tonic `ApiServer` implementation; thin.
 //! - [`types`]: types registered at run time (`rube.Type`), kept in the shared registry.
+//! - [`nodes`]: marks nodes NOT_READY when their leases expire.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
 //! - `testing` (feature `testing`): a real server on a temp dir and port 0, for tests.
@@ -16,6 +17,7 @@
 
 pub mod admission;
 pub mod metrics;
+pub mod nodes;
 pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]

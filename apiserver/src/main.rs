@@ -72,6 +72,10 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     watch_buffer: usize,
 
+    /// A node whose lease is not renewed for this long is marked NOT_READY
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    node_grace: Duration,
+
     /// Log format
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -186,6 +190,16 @@ async fn run<S: Store>(args: Args, registry: Registry, store: Arc<S>, place: Str
         );
     }
 
+    let period = (args.node_grace / 8).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    apiserver::nodes::spawn_node_monitor(
+        store.clone(),
+        apiserver::nodes::NodeMonitorOptions {
+            grace: args.node_grace,
+            period,
+        },
+        cancel.clone(),
+    );
+
     tracing::info!(
         %addr,
         store = %place,
@@ -196,6 +210,8 @@ async fn run<S: Store>(args: Args, registry: Registry, store: Arc<S>, place: Str
     // A plain line on stdout that scripts and tests wait for.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
+    // Type=notify units start their dependents only now; without NOTIFY_SOCKET this is a no-op.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let shutdown = {
         let cancel = cancel.clone();
@@ -206,6 +222,7 @@ async fn run<S: Store>(args: Args, registry: Registry, store: Arc<S>, place: Str
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             cancel.cancel();
         }
     };

@@ -529,3 +529,81 @@ async fn finalizers_hold_a_deleted_object_until_removed() {
     );
     assert!(client.get("runink.Slice", "herd", "s").await.is_err());
 }
+
+fn lease(name: &str, holder: &str) -> Object {
+    let spec = rubeapi::rube::Lease {
+        holder: holder.into(),
+        duration_seconds: 40,
+        ..Default::default()
+    };
+    object::new("", name, &spec)
+}
+
+#[tokio::test]
+async fn lease_renewals_supersede_their_history_and_everything_else_keeps_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_in(data.path(), SqliteOptions::default(), Limits::default()).await;
+    let client = server.client().await;
+    let mut renewals = Vec::new();
+    for i in 0..20 {
+        renewals.push(
+            put(&client, lease("node-a", &format!("a{i}")))
+                .await
+                .revision(),
+        );
+        put(&client, slice("s", &format!("cmd {i}"))).await;
+    }
+    let last_b = put(&client, lease("node-b", "b")).await.revision();
+    let deleted = client
+        .delete("rube.Lease", "", "node-b", None)
+        .await
+        .unwrap();
+    let deleted = deleted.object.unwrap().revision();
+    let last_a = *renewals.last().unwrap();
+
+    // From the start: only the latest renewal of each lease is left, plus the delete.
+    let check = |client: Client| async move {
+        let leases = Selector {
+            r#type: "rube.Lease".into(),
+            ..Default::default()
+        };
+        let stream = client.watch(leases, Some(0)).await.unwrap();
+        futures::pin_mut!(stream);
+        assert_eq!(
+            changes(&mut stream, 3).await,
+            vec![
+                ("update", "node-a".to_owned(), last_a),
+                ("update", "node-b".to_owned(), last_b),
+                ("delete", "node-b".to_owned(), deleted),
+            ]
+        );
+        // Slices keep every change.
+        let stream = client.watch(slices(), Some(0)).await.unwrap();
+        futures::pin_mut!(stream);
+        assert_eq!(changes(&mut stream, 20).await.len(), 20);
+    };
+    check(client).await;
+    server.stop().await;
+    let server =
+        TestServer::start_in(data.path(), SqliteOptions::default(), Limits::default()).await;
+    check(server.client().await).await;
+    // A watcher that resumes between two renewals gets the newer one.
+    let stream = server
+        .client()
+        .await
+        .watch(
+            Selector {
+                r#type: "rube.Lease".into(),
+                ..Default::default()
+            },
+            Some(renewals[3]),
+        )
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    assert_eq!(
+        next_change(&mut stream).await,
+        ("update", "node-a".to_owned(), last_a)
+    );
+}

@@ -34,25 +34,21 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Client, Error> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let connect_error = |source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(connect_error)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
+        let channel = endpoint(addr)?
             .connect()
             .await
-            .map_err(connect_error)?;
+            .map_err(|source| Error::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
         Ok(Client::from_channel(channel))
+    }
+
+    /// A client for `addr` that connects on its first call and reconnects after failures, so
+    /// it can be made while the apiserver is down (as a rubelet must). Fails only when `addr`
+    /// is not an address.
+    pub fn connect_lazy(addr: &str) -> Result<Client, Error> {
+        Ok(Client::from_channel(endpoint(addr)?.connect_lazy()))
     }
 
     /// A client over an existing channel.
@@ -196,4 +192,21 @@ pub fn must_not_exist() -> Precondition {
     Precondition {
         condition: Some(Condition::MustNotExist(true)),
     }
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, Error> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|source| Error::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true))
 }

@@ -42,6 +42,30 @@ pub enum Error {
     Api(tonic::Status),
 }
 
+impl Error {
+    /// The gRPC code of an error the apiserver returned; `None` for local errors.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Api(status) => Some(status.code()),
+            Error::Compacted { .. } => Some(tonic::Code::OutOfRange),
+            _ => None,
+        }
+    }
+
+    /// Whether the apiserver said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(tonic::Code::NotFound)
+    }
+
+    /// Whether a precondition failed: a revision that moved on, or an object that exists.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(tonic::Code::Aborted | tonic::Code::AlreadyExists)
+        )
+    }
+}
+
 /// A position in a textproto input, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {

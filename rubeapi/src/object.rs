@@ -64,6 +64,17 @@ pub fn unpack<M: prost::Message + Name + Default>(any: &Any) -> Result<M, Error>
     })
 }
 
+/// The name of the `rube.Lease` a node's rubelet renews: `node-<node>`. Leases of cluster
+/// controllers' elections are named `controller-<name>`, so the two never collide.
+pub fn node_lease(node: &str) -> String {
+    format!("node-{node}")
+}
+
+/// The name of the `rube.Lease` that elects the one rubelet running cluster controller `name`.
+pub fn controller_lease(name: &str) -> String {
+    format!("controller-{name}")
+}
+
 /// A new object with a typed spec.
 pub fn new<M: prost::Message + Name>(namespace: &str, name: &str, spec: &M) -> Object {
     Object {

@@ -205,6 +205,14 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Every object of one type.
+    pub fn of_type(type_name: &str) -> Filter {
+        Filter {
+            type_name: type_name.to_owned(),
+            ..Default::default()
+        }
+    }
+
     pub fn from_selector(selector: &Selector) -> Result<Filter, Error> {
         Ok(Filter {
             type_name: selector.r#type.clone(),

@@ -10,6 +10,20 @@ use rubeapi::rube::{Metadata, Object, Outcome};
 use super::{Expect, Key, Labels, PutOp, Revision};
 use crate::Error;
 
+/// Kinds whose history keeps only the latest put of each object (log compaction by key).
+///
+/// A lease is renewed every few seconds by every node; each renewal is worthless once a newer
+/// one exists, and keeping them all would fill the history that watchers of everything else
+/// resume from (and that retention compaction trims by count). A watcher that resumes from
+/// before a superseded put receives the newer put instead: it may skip intermediate states of
+/// such an object, never its current one. Deletes are always kept.
+pub const SUPERSEDED_HISTORY: &[&str] = &["rube.Lease"];
+
+/// Whether puts of `type_name` supersede its earlier puts in the history.
+pub fn supersedes_history(type_name: &str) -> bool {
+    SUPERSEDED_HISTORY.contains(&type_name)
+}
+
 /// What the caller provides for a change: its revision, the time, and a fresh uid for creation.
 #[derive(Debug, Clone)]
 pub struct Stamp {

@@ -90,6 +90,11 @@ impl MemStore {
         } = staging;
         let mut events = Vec::with_capacity(writes.len());
         for (key, event) in writes {
+            if event.kind == EventKind::Put && core::supersedes_history(&key.type_name) {
+                state
+                    .events
+                    .retain(|e| e.kind != EventKind::Put || Key::of(&e.object) != key);
+            }
             match event.kind {
                 EventKind::Put => state.objects.insert(key, event.object.clone()),
                 EventKind::Delete => state.objects.remove(&key),

@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS events (
     data BLOB NOT NULL,
     prev_labels BLOB
 );
+-- Finds the earlier puts that a lease renewal supersedes (see core::SUPERSEDED_HISTORY).
+CREATE INDEX IF NOT EXISTS lease_events ON events (namespace, name) WHERE type = 'rube.Lease';
 ";
 
 /// Settings of the sqlite backend.
@@ -759,6 +761,18 @@ impl TxState<'_> {
             data,
             prev
         ])?;
+        if kind == EventKind::Put && core::supersedes_history(&key.type_name) {
+            debug_assert_eq!(
+                core::SUPERSEDED_HISTORY,
+                ["rube.Lease"],
+                "lease_events index"
+            );
+            conn.prepare_cached(
+                "DELETE FROM events WHERE type = 'rube.Lease' AND namespace = ?1 AND name = ?2
+                 AND kind = 0 AND revision < ?3",
+            )?
+            .execute(params![key.namespace, key.name, self.revision as i64])?;
+        }
         self.events.push(Arc::new(Event {
             revision: self.revision,
             kind,
