@@ -1,1 +1,34 @@
-//! Pipelines: the DAG controller and the scheduler (work in progress).
+//! Pipelines: `runink.Pipeline` DAGs turned into slices across nodes.
+//!
+//! # Layout
+//! - [`dag`]: the DAG core. Step states (rnr's PENDING, RUNNING, SUCCESS, FAILED, SKIPPED,
+//!   ACTION_PENDING) from the spec, the slices and the recorded status; retries, a user's
+//!   retry, skip, pause, slices lost with their node; which steps may start; the phase. Pure.
+//! - [`schedule`]: the scheduler. Which node a slice goes to: ready, schedulable, labels
+//!   matching the node selector, free capacity, the Herd quota, spreading with a
+//!   deterministic tie-break; a STREAMING pipeline all on one node. Pure.
+//! - [`plan`]: the two together for one pipeline: slices to create (named
+//!   `<pipeline>.<step>-<attempt>`, pipes wired) and delete, and the status. Pure.
+//! - [`controller`]: [`PipelineController`], the `controllers::Controller` for every
+//!   `runink.Pipeline`: observe (apiserver reads), the pure `reconcile` and its model `apply`,
+//!   execute (puts, deletes, status), the finalizer that holds a deleted pipeline until its
+//!   slices are gone.
+//! - [`runner`]: [`run`], the controller runtime plus watches of slices and nodes, so a slice
+//!   that finishes or a node that goes NOT_READY wakes the pipelines concerned at once.
+//!
+//! Nothing but `controller` and `runner` does I/O; nothing reads a clock.
+
+pub mod controller;
+pub mod dag;
+pub mod plan;
+pub mod runner;
+pub mod schedule;
+
+mod error;
+
+pub use controller::{Effect, Observed, PipelineController};
+pub use error::Error;
+pub use runner::run;
+
+#[cfg(test)]
+mod tests;
