@@ -103,23 +103,25 @@ fn observed() -> impl Strategy<Value = Observed> {
         any::<bool>(),
         proptest::option::of(0..20_000u64),
     )
-        .prop_map(|(now_ms, dir, run, shim, status, watching, wake_at)| Observed {
-            now_ms,
-            dir,
-            run: run.map(|(generation, restarts)| Run {
-                generation,
-                restarts,
-            }),
-            shim,
-            status: status.map(|(phase, generation)| SliceStatus {
-                phase,
-                observed_generation: generation,
-                ..Default::default()
-            }),
-            watching,
-            wake_at,
-            herd_quota: None,
-        })
+        .prop_map(
+            |(now_ms, dir, run, shim, status, watching, wake_at)| Observed {
+                now_ms,
+                dir,
+                run: run.map(|(generation, restarts)| Run {
+                    generation,
+                    restarts,
+                }),
+                shim,
+                status: status.map(|(phase, generation)| SliceStatus {
+                    phase,
+                    observed_generation: generation,
+                    ..Default::default()
+                }),
+                watching,
+                wake_at,
+                herd_quota: None,
+            },
+        )
 }
 
 proptest! {
@@ -171,15 +173,28 @@ proptest! {
 fn an_absent_slice_is_launched_then_reported_running() {
     let desired = slice("true", RestartPolicy::Never, 1);
     let effects = reconcile(&params(), Some(&desired), &Observed::default());
-    let [Effect::Launch { herd, spec, run, .. }] = effects.as_slice() else {
+    let [
+        Effect::Launch {
+            herd, spec, run, ..
+        },
+    ] = effects.as_slice()
+    else {
         panic!("{effects:?}")
     };
     assert_eq!((herd.as_str(), spec.cgroup.as_str()), ("herd", "herd/s"));
-    assert_eq!(*run, Run { generation: 1, restarts: 0 });
+    assert_eq!(
+        *run,
+        Run {
+            generation: 1,
+            restarts: 0
+        }
+    );
     let world = apply(&Observed::default(), &effects);
     let effects = reconcile(&params(), Some(&desired), &world);
     assert!(matches!(effects[0], Effect::Watch));
-    let Effect::Status(status) = &effects[1] else { panic!("{effects:?}") };
+    let Effect::Status(status) = &effects[1] else {
+        panic!("{effects:?}")
+    };
     assert_eq!((status.phase, status.pid), (Phase::Running as i32, 1000));
 }
 
@@ -198,16 +213,28 @@ fn restart_policies_decide_on_exit() {
         let observed = Observed {
             now_ms: 100_000,
             dir: true,
-            run: Some(Run { generation: 1, restarts: 0 }),
+            run: Some(Run {
+                generation: 1,
+                restarts: 0,
+            }),
             shim: exited(code, 1_000),
             ..Default::default()
         };
         let effects = reconcile(&params(), Some(&slice("true", policy, 1)), &observed);
         let launched = effects.iter().any(|e| matches!(e, Effect::Launch { .. }));
-        assert_eq!(launched, restart, "{policy:?} after exit {code}: {effects:?}");
+        assert_eq!(
+            launched, restart,
+            "{policy:?} after exit {code}: {effects:?}"
+        );
         if !restart {
-            let Some(Effect::Status(status)) = effects.last() else { panic!("{effects:?}") };
-            let phase = if code == 0 { Phase::Succeeded } else { Phase::Failed };
+            let Some(Effect::Status(status)) = effects.last() else {
+                panic!("{effects:?}")
+            };
+            let phase = if code == 0 {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            };
             assert_eq!((status.phase, status.exit_code), (phase as i32, Some(code)));
         }
     }
@@ -220,44 +247,84 @@ fn restarts_back_off_exponentially_as_data() {
     let mut observed = Observed {
         now_ms: 13_999,
         dir: true,
-        run: Some(Run { generation: 1, restarts: 2 }),
+        run: Some(Run {
+            generation: 1,
+            restarts: 2,
+        }),
         shim: exited(1, 10_000),
         ..Default::default()
     };
     let effects = reconcile(&params(), Some(&desired), &observed);
     assert_eq!(effects[0], Effect::WakeAt(14_000));
-    let Effect::Status(status) = &effects[1] else { panic!("{effects:?}") };
+    let Effect::Status(status) = &effects[1] else {
+        panic!("{effects:?}")
+    };
     assert_eq!((status.phase, status.restarts), (Phase::Failed as i32, 2));
-    assert!(status.message.contains("back-off of 4s"), "{}", status.message);
+    assert!(
+        status.message.contains("back-off of 4s"),
+        "{}",
+        status.message
+    );
     observed = apply(&observed, &effects);
     assert_eq!(reconcile(&params(), Some(&desired), &observed), vec![]);
     observed.now_ms = 14_000;
     let effects = reconcile(&params(), Some(&desired), &observed);
-    let [Effect::Launch { run, .. }] = effects.as_slice() else { panic!("{effects:?}") };
-    assert_eq!(*run, Run { generation: 1, restarts: 3 });
+    let [Effect::Launch { run, .. }] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        *run,
+        Run {
+            generation: 1,
+            restarts: 3
+        }
+    );
 }
 
 #[test]
 fn a_new_generation_stops_the_running_one_and_starts_anew() {
     let observed = Observed {
         dir: true,
-        run: Some(Run { generation: 1, restarts: 4 }),
+        run: Some(Run {
+            generation: 1,
+            restarts: 4,
+        }),
         shim: running(),
         watching: true,
         ..Default::default()
     };
     let desired = slice("true", RestartPolicy::Always, 2);
-    assert_eq!(reconcile(&params(), Some(&desired), &observed), vec![Effect::Stop]);
+    assert_eq!(
+        reconcile(&params(), Some(&desired), &observed),
+        vec![Effect::Stop]
+    );
     let stopped = apply(&observed, &[Effect::Stop]);
     let effects = reconcile(&params(), Some(&desired), &stopped);
-    let [Effect::Launch { run, .. }] = effects.as_slice() else { panic!("{effects:?}") };
-    assert_eq!(*run, Run { generation: 2, restarts: 0 });
+    let [Effect::Launch { run, .. }] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        *run,
+        Run {
+            generation: 2,
+            restarts: 0
+        }
+    );
 }
 
 #[test]
 fn deletion_removes_everything_and_then_nothing() {
-    for shim in [running(), exited(0, 1), ShimStateView::Lost(RunningRecord::default()), ShimStateView::Absent] {
-        let observed = Observed { dir: true, shim, ..Default::default() };
+    for shim in [
+        running(),
+        exited(0, 1),
+        ShimStateView::Lost(RunningRecord::default()),
+        ShimStateView::Absent,
+    ] {
+        let observed = Observed {
+            dir: true,
+            shim,
+            ..Default::default()
+        };
         assert_eq!(reconcile(&params(), None, &observed), vec![Effect::Remove]);
     }
     assert_eq!(reconcile(&params(), None, &Observed::default()), vec![]);
@@ -267,12 +334,21 @@ fn deletion_removes_everything_and_then_nothing() {
 fn a_lost_shim_is_abandoned_and_its_run_reported() {
     let observed = Observed {
         dir: true,
-        run: Some(Run { generation: 1, restarts: 0 }),
-        shim: ShimStateView::Lost(RunningRecord { pid: 7, ..Default::default() }),
+        run: Some(Run {
+            generation: 1,
+            restarts: 0,
+        }),
+        shim: ShimStateView::Lost(RunningRecord {
+            pid: 7,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let desired = slice("true", RestartPolicy::Never, 1);
-    assert_eq!(reconcile(&params(), Some(&desired), &observed), vec![Effect::Abandon]);
+    assert_eq!(
+        reconcile(&params(), Some(&desired), &observed),
+        vec![Effect::Abandon]
+    );
     let end = converge(Some(&desired), &observed, 3);
     assert_eq!(end.status.unwrap().phase, Phase::Failed as i32);
 }
