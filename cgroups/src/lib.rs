@@ -402,8 +402,10 @@ impl Hierarchy {
 
     /// v2: moves every process of the own cgroup (the node subtree's parent) into the leaf
     /// `<own>/<leaf>`, creating it, so controllers can be enabled below the own cgroup (the "no
-    /// internal processes" rule). Call it once at start, before [`Hierarchy::create`]. Does
-    /// nothing on v1. Returns the leaf directory on v2.
+    /// internal processes" rule). Call it once at start, before [`Hierarchy::create`]. Returns
+    /// the leaf directory, or `None` when there is nothing to do: on v1, which has no such rule,
+    /// and when the own cgroup is the v2 root, which is exempt (and whose processes are the
+    /// whole machine's).
     ///
     /// # Errors
     /// [`Error::InvalidPath`] for a bad `leaf` or one equal to the subtree's name;
@@ -411,7 +413,7 @@ impl Hierarchy {
     pub fn enter_leaf(&self, leaf: &str) -> Result<Option<PathBuf>> {
         match self {
             Hierarchy::V1(_) => Ok(None),
-            Hierarchy::V2(h) => h.enter_leaf(leaf).map(Some),
+            Hierarchy::V2(h) => h.enter_leaf(leaf),
         }
     }
 }

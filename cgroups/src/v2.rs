@@ -141,7 +141,7 @@ impl V2 {
         result.map(drop)
     }
 
-    pub(crate) fn enter_leaf(&self, leaf: &str) -> Result<PathBuf> {
+    pub(crate) fn enter_leaf(&self, leaf: &str) -> Result<Option<PathBuf>> {
         let name = CgroupPath::root().join(leaf)?;
         if Some(std::ffi::OsStr::new(leaf)) == self.root.file_name() {
             return Err(Error::InvalidPath(format!(
@@ -149,6 +149,12 @@ impl V2 {
             )));
         }
         let own = self.own();
+        // The root cgroup is exempt from the rule, and its cgroup.procs lists every process on
+        // the machine that sits there: moving them would be wrong. Only the root lacks
+        // cgroup.type.
+        if !own.join("cgroup.type").exists() {
+            return Ok(None);
+        }
         let dir = name.under(own);
         mkdir(&dir)?;
         let procs = own.join("cgroup.procs");
@@ -172,7 +178,7 @@ impl V2 {
                 }
             }
         }
-        Ok(dir)
+        Ok(Some(dir))
     }
 }
 

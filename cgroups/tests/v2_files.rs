@@ -38,6 +38,7 @@ impl FakeFs {
         std::fs::create_dir_all(dir).unwrap();
         let mut files = vec![
             ("cgroup.controllers", controllers.to_string()),
+            ("cgroup.type", "domain\n".into()),
             ("cgroup.subtree_control", String::new()),
             ("cgroup.procs", String::new()),
             ("cgroup.events", "populated 0\nfrozen 0\n".into()),
@@ -395,6 +396,11 @@ fn enter_leaf_makes_the_leaf_and_moves_the_own_processes() {
     assert_eq!(fs.read("rubelet/cgroup.procs"), "4000000");
     assert!(matches!(h.enter_leaf("rube"), Err(Error::InvalidPath(_))));
     assert!(matches!(h.enter_leaf("../x"), Err(Error::InvalidPath(_))));
+    // The root cgroup (no cgroup.type) is exempt: its processes stay.
+    std::fs::remove_file(fs.own.join("cgroup.type")).unwrap();
+    fs.write("rubelet/cgroup.procs", "");
+    assert_eq!(h.enter_leaf("rubelet").unwrap(), None);
+    assert_eq!(fs.read("rubelet/cgroup.procs"), "");
     // v1 has no "no internal processes" rule.
     let tmp = tempfile::tempdir().unwrap();
     let v1 = Hierarchy::v1_at(vec![(Controller::Memory, tmp.path().join("rube"))]);
