@@ -2,6 +2,7 @@
 //! one stream) and prints the result.
 
 mod display;
+mod pipeline;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -92,6 +93,9 @@ enum Command {
     Compact { revision: u64 },
     /// List the kinds the apiserver stores
     Types,
+    /// Show a pipeline's steps; skip, retry, pause, resume
+    #[command(subcommand)]
+    Pipeline(pipeline::Command),
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +220,7 @@ async fn run(cli: Cli) -> Result<()> {
             out.types(&registry);
             Ok(())
         }
+        Command::Pipeline(command) => pipeline::run(&client, command).await,
     }
 }
 
