@@ -13,6 +13,7 @@
 //! - `restart: ALWAYS` or `ON_SUCCESS` with ONESHOT;
 //! - `type: DBUS`, which needs `BusName=`, a field the type does not have;
 //! - `pid_file` with a type other than FORKING (only forking services are found by it);
+//! - `kill_mode: KILL_MODE_NONE`, which systemd deprecates and warns about at every load;
 //! - one exit status in both `prevent_restart` and `force_restart`; exit statuses outside 0..=255.
 
 use crate::api::systemd::{KillMode, OomPolicy, Restart, Service, ServiceType, Unit};
@@ -214,7 +215,14 @@ fn check_service(service: &Service) -> Result<(), Invalid> {
     let kind: ServiceType = enum_value("service.type", service.r#type)?;
     let restart: Restart = enum_value("service.restart", service.restart)?;
     let _: OomPolicy = enum_value("service.oom_policy", service.oom_policy)?;
-    let _: KillMode = enum_value("service.kill_mode", service.kill_mode)?;
+    let kill_mode: KillMode = enum_value("service.kill_mode", service.kill_mode)?;
+    if kill_mode == KillMode::None {
+        return Err(Invalid::new(
+            "service.kill_mode",
+            "KILL_MODE_NONE is deprecated in systemd (it stops tracking the service's \
+             processes); use MIXED or CONTROL_GROUP",
+        ));
+    }
     let oneshot = kind == ServiceType::Oneshot;
 
     if kind == ServiceType::Dbus {
@@ -580,6 +588,8 @@ mod tests {
             refused("x", &u),
             "service.status.success[3]: 256 is not an exit status (0 to 255)"
         );
+        let u = with(|u| service(u).kill_mode = KillMode::None as i32);
+        assert!(refused("x", &u).starts_with("service.kill_mode: KILL_MODE_NONE is deprecated"));
         let u = with(|u| service(u).r#type = 42);
         assert_eq!(refused("x", &u), "service.type: unknown value 42");
         let u = with(|u| {
