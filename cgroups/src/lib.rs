@@ -61,7 +61,7 @@ pub use v2::V2;
 /// Limits of one cgroup. `None` leaves the kernel default (unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU in thousandths of a core: v2 `cpu.max` = "<millis*period/1000> <period>",
+    /// CPU in thousandths of a core: v2 `cpu.max` = `"<millis*period/1000> <period>"`,
     /// v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`, with a period of 100 ms.
     pub cpu_millis: Option<u64>,
     /// v2 `memory.max` (and `memory.swap.max` = 0 where present), v1
@@ -293,7 +293,7 @@ impl Hierarchy {
     /// deepest first in every hierarchy. Ok when already absent.
     ///
     /// # Errors
-    /// [`Error::Busy`] when processes survive SIGKILL for [`KILL_WAIT`] (10 s); [`Error::Io`]
+    /// [`Error::Busy`] when processes survive SIGKILL for 10 s; [`Error::Io`]
     /// for a directory that cannot be removed (e.g. `EBUSY` when a process joined meanwhile:
     /// call again).
     pub fn remove(&self, path: &CgroupPath, grace: Duration) -> Result<()> {
