@@ -43,6 +43,9 @@ pub const KIND: &str = "runink.Slice";
 const RUN: &str = "run.json";
 const STATUS: &str = "status.pb";
 
+/// The quota of a Herd by name (from the rubelet's cache of Herds).
+pub type HerdQuota = Arc<dyn Fn(&str) -> Option<Quota> + Send + Sync>;
+
 /// How the rubelet builds the controller.
 pub struct Config {
     pub node: String,
@@ -62,7 +65,7 @@ pub struct Config {
     /// Delay before the n-th restart: `initial · 2^(n−1)` up to `max`.
     pub restart_backoff: Backoff,
     /// The quota of a Herd by name, from the rubelet's cache.
-    pub herd_quota: Arc<dyn Fn(&str) -> Option<Quota> + Send + Sync>,
+    pub herd_quota: HerdQuota,
 }
 
 impl Config {
