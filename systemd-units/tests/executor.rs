@@ -139,7 +139,10 @@ async fn a_unit_is_installed_started_restarted_on_change_and_removed_on_delete()
 
     // Deleted: stopped, removed, reloaded, records forgotten; the inventory is empty after.
     n.fake.clear_calls();
-    assert_eq!(n.controller.inventory().await.unwrap(), [k.clone()]);
+    assert_eq!(
+        n.controller.inventory().await.unwrap(),
+        std::slice::from_ref(&k)
+    );
     let rounds = converge(&n.controller, &k, None).await;
     assert_eq!(shape(&rounds), [vec!["stop", "remove", "reload", "forget"]]);
     assert_eq!(
@@ -190,13 +193,13 @@ async fn without_the_apiserver_the_node_still_converges_and_only_the_status_wait
     let observed = n.controller.observe(&k, Some(&newer)).await.unwrap();
     let effects = n.controller.reconcile(Some(&newer), &observed);
     assert_eq!(
-        shape(&[effects.clone()]),
+        shape(std::slice::from_ref(&effects)),
         [vec!["write", "reload", "restart"]]
     );
     n.controller.execute(&k, effects).await.unwrap();
     let observed = n.controller.observe(&k, Some(&newer)).await.unwrap();
     let effects = n.controller.reconcile(Some(&newer), &observed);
-    assert_eq!(shape(&[effects.clone()]), [vec!["status"]]);
+    assert_eq!(shape(std::slice::from_ref(&effects)), [vec!["status"]]);
     let err = n.controller.execute(&k, effects).await.unwrap_err();
     assert!(matches!(err, systemd_units::Error::Api(_)), "{err}");
     assert!(
