@@ -173,16 +173,16 @@ fn check_streaming(steps: &[Step]) -> Result<(), Invalid> {
                 ),
             ));
         }
-        if let Some(source) = step.depends_on.first() {
-            if let Some(other) = fed_by.insert(source, &step.name) {
-                return Err(Invalid::new(
-                    format!("steps[{i}].depends_on[0]"),
-                    format!(
-                        "streaming step '{source}' already feeds '{other}'; it has one stdout, \
-                         so it can feed one step"
-                    ),
-                ));
-            }
+        if let Some(source) = step.depends_on.first()
+            && let Some(other) = fed_by.insert(source, &step.name)
+        {
+            return Err(Invalid::new(
+                format!("steps[{i}].depends_on[0]"),
+                format!(
+                    "streaming step '{source}' already feeds '{other}'; it has one stdout, \
+                     so it can feed one step"
+                ),
+            ));
         }
         if step.skip {
             return Err(Invalid::new(
