@@ -47,4 +47,4 @@ pub use metrics::Metrics;
 pub use mirror::{MemoryMirror, Mirror};
 pub use queue::{Trigger, WorkQueue};
 pub use reflector::Reflector;
-pub use runtime::{Options, run};
+pub use runtime::{Options, run, run_with_wakeups};

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use rubeapi::Client;
 use tokio::time::Instant;
@@ -76,6 +77,30 @@ pub async fn run<C: Controller>(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    run_with_wakeups(
+        controller,
+        client,
+        options,
+        futures::stream::pending(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], plus keys the controller asks to have reconciled for reasons the apiserver cannot
+/// see: a process it started exited, a back-off it chose ended. Each key from `wakeups` is
+/// queued like a resync (it does not cut a failure back-off short). The controller still
+/// decides from `desired` and `observed` alone; a wakeup only says "look again".
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_wakeups<C: Controller>(
+    controller: C,
+    client: Client,
+    options: Options,
+    wakeups: impl Stream<Item = Key> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
     let controller = Arc::new(controller);
     let name = controller.name().to_owned();
     let metrics = options.metrics.controller(&name);
@@ -99,6 +124,22 @@ pub async fn run<C: Controller>(
     });
     // Stops the reflector however `run` ends, even when its future is dropped.
     let _stop_reflector = cancel.clone().drop_guard();
+    tokio::spawn({
+        let queue = queue.clone();
+        let cancel = cancel.clone();
+        async move {
+            tokio::pin!(wakeups);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    key = wakeups.next() => match key {
+                        Some(key) => queue.trigger(key, Trigger::Resync),
+                        None => return,
+                    },
+                }
+            }
+        }
+    });
 
     tokio::pin!(shutdown);
     let listed = tokio::select! {

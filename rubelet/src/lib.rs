@@ -23,14 +23,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use controllers::{Metrics, Options};
+use controllers::{Key, Metrics, Options, Reflector};
 use rubeapi::Client;
+use rubeapi::object::ObjectExt;
+use rubeapi::rube::Selector;
+use rubeapi::runink::Herd;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeConfig;
+
+const HERD: &str = "runink.Herd";
 use crate::state::StateStore;
 
 #[derive(Debug, clap::Parser)]
@@ -73,7 +78,7 @@ pub struct Args {
     pub lease_duration: Duration,
 
     /// Controllers to run: slices, units, pipelines
-    #[arg(long, value_delimiter = ',', default_value = "slices,pipelines")]
+    #[arg(long, value_delimiter = ',', default_value = "slices,units,pipelines")]
     pub controllers: Vec<ControllerName>,
 
     /// How long a cluster controller's lease lasts before another rubelet takes over
@@ -84,9 +89,32 @@ pub struct Args {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
+    /// Rube's cgroup subtree, under the rubelet's own cgroup; rubelets sharing a machine
+    /// (tests, demos) need one each
+    #[arg(long, default_value = "rube")]
+    pub cgroup_subtree: String,
+
+    /// Between SIGTERM and SIGKILL when a slice is stopped or times out
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub kill_grace: Duration,
+
+    /// Where the unit controller writes unit files (must be in the manager's search path)
+    #[arg(long, default_value = systemd_units::controller::SYSTEM_UNIT_DIR)]
+    pub unit_dir: PathBuf,
+
+    /// Which systemd manager runs units: the system's (PID 1) or the calling user's
+    #[arg(long, value_enum, default_value = "system")]
+    pub systemd_manager: SystemdManager,
+
     /// Log format
     #[arg(long, value_enum, default_value = "human")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SystemdManager {
+    System,
+    User,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +201,10 @@ pub async fn run(args: Args) -> Result<()> {
         metrics: metrics.clone(),
         resync: args.resync,
         election_lease: args.election_lease,
+        cgroup_subtree: args.cgroup_subtree.clone(),
+        kill_grace: args.kill_grace,
+        unit_dir: args.unit_dir.clone(),
+        systemd_manager: args.systemd_manager,
         cancel: cancel.clone(),
     };
     for controller in &args.controllers {
@@ -219,6 +251,10 @@ struct Shared {
     metrics: Metrics,
     resync: Duration,
     election_lease: Duration,
+    cgroup_subtree: String,
+    kill_grace: Duration,
+    unit_dir: PathBuf,
+    systemd_manager: SystemdManager,
     cancel: CancellationToken,
 }
 
@@ -232,15 +268,21 @@ impl Shared {
         }
     }
 
-    /// Runs `controller` until shutdown.
-    fn spawn<C: controllers::Controller>(&self, controller: C, tasks: &mut JoinSet<()>) {
+    /// Runs `controller` until shutdown, with the keys it asks to be woken for.
+    fn spawn<C: controllers::Controller>(
+        &self,
+        controller: C,
+        wakeups: impl futures::Stream<Item = Key> + Send + 'static,
+        tasks: &mut JoinSet<()>,
+    ) {
         let options = self.options(controller.name());
         let client = self.client.clone();
         let cancel = self.cancel.clone();
         tasks.spawn(async move {
             let name = controller.name().to_owned();
+            let shutdown = cancel.cancelled_owned();
             if let Err(error) =
-                controllers::run(controller, client, options, cancel.cancelled_owned()).await
+                controllers::run_with_wakeups(controller, client, options, wakeups, shutdown).await
             {
                 tracing::error!(controller = %name, %error, "controller stopped");
             }
@@ -249,22 +291,109 @@ impl Shared {
 
     fn start(&self, which: ControllerName, tasks: &mut JoinSet<()>) -> Result<()> {
         match which {
-            ControllerName::Slices => {
-                let _ = (&self.name, &self.state_dir, &self.election_lease);
-                bail!("the slice controller is not built into this rubelet yet")
-            }
+            ControllerName::Slices => self.start_slices(tasks),
             ControllerName::Units => {
-                bail!("the unit controller is not built into this rubelet yet")
+                let systemd = match self.systemd_manager {
+                    SystemdManager::System => systemd_units::Systemctl::system(),
+                    SystemdManager::User => systemd_units::Systemctl::user(),
+                };
+                // Its first inventory checks for the manager and says clearly when systemd is
+                // not PID 1; the rest of the rubelet runs either way.
+                let controller = systemd_units::UnitController::new(
+                    self.name.clone(),
+                    self.unit_dir.clone(),
+                    self.state_dir.join("units"),
+                    self.client.clone(),
+                    systemd,
+                );
+                self.spawn(controller, futures::stream::pending(), tasks);
+                Ok(())
             }
             ControllerName::Pipelines => {
-                bail!("the pipeline controller is not built into this rubelet yet")
+                self.start_pipelines(tasks);
+                Ok(())
             }
         }
-        #[allow(unreachable_code)]
+    }
+
+    /// The pipeline controller, on whichever rubelet wins its election. It keeps no mirror: a
+    /// cluster controller acts on the whole cluster and must not act on a stale copy of it
+    /// (a rubelet that leads again after a long time would resurrect deleted pipelines).
+    fn start_pipelines(&self, tasks: &mut JoinSet<()>) {
+        let shared = self.clone();
+        tasks.spawn(election::lead(
+            self.client.clone(),
+            rubeapi::object::controller_lease("pipelines"),
+            self.name.clone(),
+            election::Timing::for_duration(self.election_lease),
+            self.cancel.clone(),
+            move |lost: CancellationToken| {
+                let client = shared.client.clone();
+                let options = Options {
+                    mirror: None,
+                    ..shared.options("pipelines")
+                };
+                async move {
+                    let controller = pipelines::PipelineController::new(client.clone());
+                    let stop = lost.cancelled_owned();
+                    if let Err(error) = pipelines::run(controller, client, options, stop).await {
+                        tracing::error!(%error, "pipeline controller stopped");
+                    }
+                }
+            },
+        ));
+    }
+
+    /// The slice controller, after taking the cgroup subtree and sweeping orphans out of it.
+    fn start_slices(&self, tasks: &mut JoinSet<()>) -> Result<()> {
+        let hierarchy = cgroups::Hierarchy::detect(&self.cgroup_subtree)
+            .context("cannot find the cgroup hierarchy for slices")?;
+        if let Some(leaf) = hierarchy
+            .enter_leaf("rubelet")
+            .context("cannot move the rubelet into a leaf cgroup (cgroup v2)")?
         {
-            let _ = tasks;
-            Ok(())
+            tracing::info!(leaf = %leaf.display(), "moved into a leaf cgroup");
         }
+        // Cgroups left by slices this rubelet no longer knows (a state dir wiped, a crash
+        // between creating a cgroup and recording it): nothing may leak across restarts.
+        let orphans = slices::controller::sweep(&hierarchy, &self.state_dir, self.kill_grace)
+            .context("cannot sweep orphaned slice cgroups")?;
+        if !orphans.is_empty() {
+            tracing::warn!(?orphans, "removed orphaned slice cgroups");
+        }
+        let shim = std::env::current_exe().context("cannot find the rubelet's own binary")?;
+        let mut config = slices::controller::Config::new(
+            &self.name,
+            &self.state_dir,
+            &shim,
+            hierarchy,
+            self.client.clone(),
+        );
+        config.kill_grace = self.kill_grace;
+        config.herd_quota = self.herd_quotas(tasks);
+        let controller = slices::SliceController::new(config);
+        let wakeups = controller
+            .wakeups()
+            .context("the slice controller's wakeups were taken")?;
+        let wakeups = tokio_stream::wrappers::UnboundedReceiverStream::new(wakeups);
+        self.spawn(controller, wakeups, tasks);
+        Ok(())
+    }
+
+    /// Herd quotas from a mirrored cache of every Herd, for the Herd cgroups.
+    fn herd_quotas(&self, tasks: &mut JoinSet<()>) -> slices::controller::HerdQuota {
+        let selector = Selector {
+            r#type: HERD.to_owned(),
+            ..Default::default()
+        };
+        let (reflector, cache) =
+            Reflector::new(self.client.clone(), selector, Options::default().reconnect);
+        let reflector = reflector.with_mirror(self.state.mirror("herds"));
+        tasks.spawn(reflector.run(|_, _| {}, self.cancel.clone()));
+        Arc::new(move |herd: &str| {
+            let object = cache.get(&Key::new(HERD, "", herd))?;
+            object.spec_as::<Herd>().ok()?.quota
+        })
     }
 }
 
@@ -275,6 +404,3 @@ impl std::fmt::Debug for Shared {
             .finish_non_exhaustive()
     }
 }
-
-#[allow(dead_code)]
-fn assert_send_sync(_: Arc<StateStore>) {}

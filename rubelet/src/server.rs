@@ -7,12 +7,15 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use controllers::Metrics;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 
 /// What the endpoint serves from.
@@ -68,12 +71,39 @@ async fn logs(
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    let _ = (
-        &served.state_dir,
-        &namespace,
-        &name,
-        query.offset,
-        query.follow,
-    );
-    (StatusCode::NOT_IMPLEMENTED, "logs are not served yet\n").into_response()
+    // Names come from the URL: refuse anything that could leave the state dir.
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    };
+    if !valid(&namespace) || !valid(&name) {
+        return (StatusCode::BAD_REQUEST, "invalid namespace or name\n").into_response();
+    }
+    let dir = slices::controller::slice_dir(&served.state_dir, &namespace, &name);
+    if !dir.is_dir() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no slice {namespace}/{name} on this node\n"),
+        )
+            .into_response();
+    }
+    let chunks = slices::logs::follow(dir.clone(), query.offset, Duration::from_millis(200));
+    if query.follow {
+        let body = chunks.map(|chunk| chunk.map(|c| Bytes::from(c.data)));
+        return axum::body::Body::from_stream(body).into_response();
+    }
+    match tokio::task::spawn_blocking(move || slices::logs::read(&dir, query.offset, MAX_READ))
+        .await
+    {
+        Ok(Ok(chunk)) => chunk.data.into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
 }
+
+/// The most a plain (not followed) read returns; the log files are capped smaller.
+const MAX_READ: usize = 256 << 20;

@@ -1,0 +1,261 @@
+//! The rubelet's test harness: a real `rube-apiserver` process on a fixed loopback port with a
+//! data dir that outlives it (so it can be killed and restarted at the same address), and real
+//! `rubelet` processes, each with its own name, state dir and cgroup subtree. Everything is
+//! killed, and every cgroup removed, when dropped.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rubeapi::Client;
+use rubeapi::object::{self, ObjectExt};
+use rubeapi::rube::Object;
+use rubeapi::runink::{Slice, SliceStatus};
+
+pub const SLICE: &str = "runink.Slice";
+pub const HERD: &str = "analytics";
+
+/// Whether this process may make cgroups and namespaces; tests that need it say loudly why
+/// they skip otherwise. CI runs as root.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs root for cgroups and namespaces (CI runs as root)");
+    false
+}
+
+fn target_dir() -> PathBuf {
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+/// The `rube-apiserver` binary cargo built next to this test.
+pub fn apiserver_bin() -> PathBuf {
+    let bin = target_dir().join("rube-apiserver");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build it: cargo build -p apiserver)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Reads the child's first stdout line, `listening on ADDR`; `log` explains a failure.
+fn listening(child: &mut Child, what: &str, log: impl Fn() -> String) -> String {
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{what} did not start: {line:?}\n{}", log()))
+        .to_owned()
+}
+
+/// A real apiserver that can be killed and started again at the same address.
+pub struct Apiserver {
+    pub addr: String,
+    data: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Apiserver {
+    pub fn start(args: &[&str]) -> Apiserver {
+        let mut server = Apiserver {
+            addr: format!("127.0.0.1:{}", free_port()),
+            data: tempfile::tempdir().expect("temp dir"),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts it (again) on the same address and data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut child = Command::new(apiserver_bin())
+            .args([
+                "--listen",
+                &self.addr,
+                "--metrics-listen",
+                "off",
+                "--data-dir",
+            ])
+            .arg(self.data.path())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rube-apiserver");
+        listening(&mut child, "rube-apiserver", String::new);
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr)
+            .await
+            .expect("connect to the apiserver")
+    }
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real rubelet process.
+pub struct Rubelet {
+    pub name: String,
+    pub state: tempfile::TempDir,
+    pub subtree: String,
+    server: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Rubelet {
+    /// Starts `rubelet --name NAME` against `server` with fast renewals and a short kill grace.
+    pub fn start(name: &str, server: &str, args: &[&str]) -> Rubelet {
+        let state = tempfile::tempdir().expect("temp dir");
+        let log = state.path().join("rubelet.log");
+        let mut rubelet = Rubelet {
+            name: name.to_owned(),
+            subtree: format!("rube-test-{name}-{}", std::process::id()),
+            state,
+            server: server.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+            log,
+        };
+        rubelet.restart();
+        rubelet
+    }
+
+    /// Starts it (again) with the same name, state dir and cgroup subtree.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("rubelet log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rubelet"))
+            .args([
+                "--name",
+                &self.name,
+                "--server",
+                &self.server,
+                "--state-dir",
+            ])
+            .arg(self.state.path())
+            .args(["--listen", "127.0.0.1:0", "--renew-interval", "200ms"])
+            .args(["--cgroup-subtree", &self.subtree, "--kill-grace", "1s"])
+            .args(&self.args)
+            .env("RUST_LOG", "info,controllers=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start rubelet");
+        let path = self.log.clone();
+        listening(&mut child, "rubelet", move || {
+            std::fs::read_to_string(&path).unwrap_or_default()
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to clean up; shims and workloads are not its children to lose.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the rubelet logged, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Rubelet {
+    fn drop(&mut self) {
+        self.kill9();
+        // Workloads outlive the rubelet by design; the test's must not outlive the test.
+        if let Ok(hierarchy) = cgroups::Hierarchy::detect(&self.subtree) {
+            let _ = hierarchy.remove(&cgroups::CgroupPath::root(), Duration::from_millis(500));
+        }
+    }
+}
+
+/// A slice for `node` running `sh -c SCRIPT`.
+pub fn slice(name: &str, node: &str, script: &str) -> Object {
+    let spec = Slice {
+        command: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    };
+    let mut object = object::new(HERD, name, &spec);
+    object
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("node".into(), node.into());
+    object
+}
+
+pub async fn status(client: &Client, name: &str) -> Option<SliceStatus> {
+    let object = client.get(SLICE, HERD, name).await.ok()?;
+    object.status_as::<SliceStatus>().ok().flatten()
+}
+
+/// Polls `check` every 50 ms until it holds; fails after `within`, with `context` (say, the
+/// rubelet's log).
+pub async fn eventually<F, Fut>(
+    what: &str,
+    within: Duration,
+    context: impl Fn() -> String,
+    mut check: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {within:?} waiting for {what}\n--- context ---\n{}",
+                context()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
