@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A put that would take a Herd over its quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
+
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
         what: String,
@@ -90,6 +94,7 @@ impl Error {
             Error::Conflict { .. } => Code::Aborted,
             Error::Compacted { .. } => Code::OutOfRange,
             Error::Invalid(_) | Error::TooLarge { .. } => Code::InvalidArgument,
+            Error::QuotaExceeded(_) => Code::ResourceExhausted,
             Error::InBatch { source, .. } => source.code(),
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,

@@ -8,6 +8,7 @@
 //!   store sees it.
 //! - [`service`]: the tonic `ApiServer` implementation; thin.
 //! - [`types`]: types registered at run time (`rube.Type`), kept in the shared registry.
+//! - [`quota`]: Herd quotas checked when slices are put.
 //! - [`nodes`]: marks nodes NOT_READY when their leases expire.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
@@ -18,6 +19,7 @@
 pub mod admission;
 pub mod metrics;
 pub mod nodes;
+pub mod quota;
 pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::admission::{self, Limits};
 use crate::metrics::Metrics;
+use crate::quota;
 use crate::store::{Expect, Key, PutOp, Store, Written};
 use crate::types;
 
@@ -31,6 +32,8 @@ pub struct ApiService<S> {
     metrics: Arc<Metrics>,
     /// Ends every watch stream, so a graceful shutdown does not wait for clients.
     shutdown: CancellationToken,
+    /// Serializes quota checks with their writes.
+    quota_lock: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store> ApiService<S> {
@@ -47,6 +50,7 @@ impl<S: Store> ApiService<S> {
             limits,
             metrics,
             shutdown,
+            quota_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -90,11 +94,63 @@ impl<S: Store> ApiService<S> {
         let touches_types = ops
             .iter()
             .any(|op| Key::of(&op.object).type_name == types::TYPE_KIND);
+        // Held across the check and the write, so two slices cannot both fit the last room in
+        // a Herd's quota.
+        let _quota = self.check_quotas(&ops).await?;
         let written = self.store.apply(ops).await?;
         if touches_types {
             types::refresh(&*self.store, &self.registry).await?;
         }
         Ok(written)
+    }
+
+    /// Refuses slices that would exceed their Herd's quota. Returns the quota lock when any
+    /// Herd in the batch has a quota; the caller holds it until the write is done.
+    async fn check_quotas(
+        &self,
+        ops: &[PutOp],
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, Error> {
+        let mut by_herd: std::collections::BTreeMap<String, Vec<(Key, rubeapi::runink::Slice)>> =
+            Default::default();
+        for op in ops {
+            let key = Key::of(&op.object);
+            if key.type_name == quota::SLICE {
+                let spec = rubeapi::object::ObjectExt::spec_as(&op.object)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                by_herd
+                    .entry(key.namespace.clone())
+                    .or_default()
+                    .push((key, spec));
+            }
+        }
+        let mut guard = None;
+        for (herd, incoming) in by_herd {
+            let herd_key = Key::new(quota::HERD, "", &herd);
+            let quota = match self.store.get(herd_key).await {
+                Ok(object) => rubeapi::object::ObjectExt::spec_as::<rubeapi::runink::Herd>(&object)
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .quota
+                    .unwrap_or_default(),
+                Err(Error::NotFound { .. }) => continue,
+                Err(error) => return Err(error),
+            };
+            if !quota::limits_anything(&quota) {
+                continue;
+            }
+            if guard.is_none() {
+                guard = Some(self.quota_lock.lock().await);
+            }
+            let stored = self
+                .store
+                .list(Filter {
+                    type_name: quota::SLICE.to_owned(),
+                    namespace: herd.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            quota::check(&herd, &quota, &stored.objects, &incoming)?;
+        }
+        Ok(guard)
     }
 
     fn admit_put(&self, request: PutRequest) -> Result<PutOp, Error> {

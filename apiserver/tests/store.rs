@@ -607,3 +607,112 @@ async fn lease_renewals_supersede_their_history_and_everything_else_keeps_it() {
         ("update", "node-a".to_owned(), last_a)
     );
 }
+
+fn sized(herd: &str, name: &str, cpu_millis: u64) -> Object {
+    let spec = Slice {
+        command: "/bin/true".into(),
+        resources: Some(rubeapi::runink::Resources {
+            cpu_millis,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    object::new(herd, name, &spec)
+}
+
+#[tokio::test]
+async fn slices_over_their_herds_quota_are_refused_and_nothing_is_written() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let herd = rubeapi::runink::Herd {
+        quota: Some(rubeapi::runink::Quota {
+            max_slices: 3,
+            cpu_millis: 1000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    put(&client, object::new("", "team", &herd)).await;
+    put(&client, sized("team", "a", 400)).await;
+    put(&client, sized("team", "b", 400)).await;
+
+    let refused = client.put(sized("team", "c", 300), None).await.unwrap_err();
+    assert_eq!(refused.code(), Some(Code::ResourceExhausted));
+    assert_eq!(
+        refused.to_string(),
+        "slice team/c would exceed herd team's quota: cpu_millis 1100 > 1000"
+    );
+    let no_size = client.put(sized("team", "c", 0), None).await.unwrap_err();
+    assert_eq!(no_size.code(), Some(Code::InvalidArgument));
+    assert!(
+        no_size
+            .to_string()
+            .contains("spec.resources.cpu_millis must be set")
+    );
+    // A batch that fits only in part is refused whole.
+    let batch = client
+        .apply(vec![
+            PutRequest {
+                object: Some(sized("team", "c", 100)),
+                precondition: None,
+            },
+            PutRequest {
+                object: Some(sized("team", "d", 100)),
+                precondition: None,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(batch.to_string().contains("max_slices 4 > 3"), "{batch}");
+    let names: Vec<String> = client
+        .list(slices())
+        .await
+        .unwrap()
+        .objects
+        .iter()
+        .map(|o| o.name().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "b"], "nothing of the refused puts was stored");
+
+    // A finished slice frees its share; other herds are not limited.
+    client
+        .update_status(
+            "runink.Slice",
+            "team",
+            "a",
+            object::pack(&SliceStatus {
+                phase: rubeapi::runink::slice_status::Phase::Succeeded as i32,
+                ..Default::default()
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    put(&client, sized("team", "c", 600)).await;
+    put(&client, sized("other", "big", 100_000)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_cannot_race_past_a_quota() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let herd = rubeapi::runink::Herd {
+        quota: Some(rubeapi::runink::Quota {
+            max_slices: 3,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    put(&client, object::new("", "team", &herd)).await;
+    let puts = (0..20).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move { client.put(sized("team", &format!("s{i}"), 1), None).await })
+    });
+    let results = futures::future::join_all(puts).await;
+    let accepted = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(accepted, 3);
+    assert_eq!(client.list(slices()).await.unwrap().objects.len(), 3);
+}
