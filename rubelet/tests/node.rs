@@ -385,3 +385,59 @@ async fn a_node_whose_rubelet_stops_goes_not_ready_and_comes_back_ready() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ructl_logs_reads_a_slices_output_from_its_rubelet() {
+    if !root_or_skip("ructl_logs_reads_a_slices_output_from_its_rubelet") {
+        return;
+    }
+    let server = Apiserver::start(&[]);
+    let client = server.client().await;
+    let rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let gate = out.path().join("gate");
+    client
+        .put(
+            slice(
+                "talker",
+                "w1",
+                &format!(
+                    "echo first; echo to-stderr >&2; while [ ! -e {} ]; do sleep 0.05; done; echo last",
+                    gate.display()
+                ),
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    eventually(
+        "talker to run",
+        WAIT,
+        || rubelet.log(),
+        || async {
+            status(&client, "talker")
+                .await
+                .is_some_and(|s| s.phase == Phase::Running as i32)
+        },
+    )
+    .await;
+
+    // Following: prints what is there, waits for more, ends when the slice exits.
+    let follower = std::thread::spawn({
+        let addr = server.addr.clone();
+        move || harness::ructl(&addr, &["logs", "-n", HERD, "talker", "-f"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&gate, "").unwrap();
+    let (ok, followed, stderr) = follower.join().unwrap();
+    assert!(ok, "ructl logs -f failed: {stderr}");
+    assert_eq!(followed, "first\nto-stderr\nlast\n");
+
+    let (ok, stdout, stderr) = harness::ructl(&server.addr, &["logs", "-n", HERD, "talker"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "first\nto-stderr\nlast\n");
+
+    let (ok, _, stderr) = harness::ructl(&server.addr, &["logs", "-n", HERD, "nosuch"]);
+    assert!(!ok);
+    assert!(stderr.contains("slice analytics/nosuch"), "{stderr}");
+}

@@ -2,6 +2,7 @@
 //! one stream) and prints the result.
 
 mod display;
+mod logs;
 mod pipeline;
 
 use std::io::{Read, Write};
@@ -96,6 +97,17 @@ enum Command {
     /// Show a pipeline's steps; skip, retry, pause, resume
     #[command(subcommand)]
     Pipeline(pipeline::Command),
+    /// Print a slice's output (stdout and stderr), read from its node's rubelet
+    Logs {
+        /// The slice's namespace (its Herd)
+        #[arg(short, long)]
+        namespace: String,
+        /// The slice
+        name: String,
+        /// Keep printing as the slice writes, until it exits
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +233,11 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Pipeline(command) => pipeline::run(&client, command).await,
+        Command::Logs {
+            namespace,
+            name,
+            follow,
+        } => logs::logs(&client, &namespace, &name, follow).await,
     }
 }
 

@@ -49,6 +49,32 @@ pub fn apiserver_bin() -> PathBuf {
     bin
 }
 
+/// The `ructl` binary cargo built next to this test.
+pub fn ructl_bin() -> PathBuf {
+    let bin = target_dir().join("ructl");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build it: cargo build -p ructl)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `ructl --server SERVER ARGS...`; returns (success, stdout, stderr).
+pub fn ructl(server: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(ructl_bin())
+        .args(["--server", server])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ructl");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
