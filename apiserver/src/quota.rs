@@ -4,9 +4,9 @@
 //!
 //! What counts: every slice of the Herd that has not finished (a slice whose status phase is
 //! SUCCEEDED or FAILED no longer holds anything), with the slice being put counted at its new
-//! size instead of its old one. When a Herd limits a resource, every slice must ask for it
-//! (as Kubernetes requires requests under a ResourceQuota): a slice without a size would make
-//! the sum meaningless.
+//! size instead of its old one. A slice that declares no size for a resource counts as zero
+//! for it (only `max_slices` still counts it); what it really uses is bounded by the Herd's
+//! cgroup on its node, whose limits are the quota's.
 //!
 //! [`check`] is pure. The service serializes the check and the write of Herds with quotas
 //! within one apiserver; several apiservers over one etcd can race past a quota between them
@@ -58,21 +58,7 @@ pub fn check(
         })
         .collect();
     for (key, slice) in incoming {
-        let asks = slice.resources.unwrap_or_default();
-        let missing = [
-            (quota.cpu_millis, asks.cpu_millis, "cpu_millis"),
-            (quota.memory_bytes, asks.memory_bytes, "memory_bytes"),
-            (quota.pids, asks.pids, "pids"),
-        ]
-        .into_iter()
-        .find(|(limit, asked, _)| *limit > 0 && *asked == 0);
-        if let Some((_, _, field)) = missing {
-            return Err(Error::Invalid(format!(
-                "slice {}/{}: herd {herd} has a {field} quota, so spec.resources.{field} must be set",
-                key.namespace, key.name
-            )));
-        }
-        counted.insert(key.clone(), asks);
+        counted.insert(key.clone(), slice.resources.unwrap_or_default());
     }
     let slices = counted.len() as u64;
     let sum = |f: fn(&Resources) -> u64| counted.values().map(f).sum::<u64>();
@@ -174,18 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn the_slice_count_and_missing_requests_are_refused() {
+    fn the_slice_count_counts_unsized_slices_too() {
         let stored = [
-            slice("a", 1, 0, None),
-            slice("b", 1, 0, None),
+            slice("a", 0, 0, None),
+            slice("b", 0, 0, None),
             slice("c", 1, 0, None),
         ];
-        let error = check("h", &quota(), &stored, &[incoming("d", 1, 0)]).unwrap_err();
+        let error = check("h", &quota(), &stored, &[incoming("d", 0, 0)]).unwrap_err();
         assert!(error.to_string().ends_with("max_slices 4 > 3"), "{error}");
-        let error = check("h", &quota(), &[], &[incoming("d", 0, 0)]).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "slice h/d: herd h has a cpu_millis quota, so spec.resources.cpu_millis must be set"
-        );
+        assert!(check("h", &quota(), &stored[..2], &[incoming("d", 0, 0)]).is_ok());
     }
 }
