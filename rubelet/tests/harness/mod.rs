@@ -170,11 +170,19 @@ pub struct Rubelet {
 impl Rubelet {
     /// Starts `rubelet --name NAME` against `server` with fast renewals and a short kill grace.
     pub fn start(name: &str, server: &str, args: &[&str]) -> Rubelet {
+        let subtree = format!("rube-test-{name}-{}", std::process::id());
+        Rubelet::start_in(&subtree, name, server, args)
+    }
+
+    /// As [`Rubelet::start`], in the cgroup subtree `subtree`. Tests of one binary run in
+    /// parallel, and two rubelets of the same name must not share a subtree: each sweeps and
+    /// finally removes everything in its own.
+    pub fn start_in(subtree: &str, name: &str, server: &str, args: &[&str]) -> Rubelet {
         let state = tempfile::tempdir().expect("temp dir");
         let log = state.path().join("rubelet.log");
         let mut rubelet = Rubelet {
             name: name.to_owned(),
-            subtree: format!("rube-test-{name}-{}", std::process::id()),
+            subtree: subtree.to_owned(),
             state,
             server: server.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
