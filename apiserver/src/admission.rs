@@ -52,15 +52,6 @@ pub fn admit_object(
         .map_err(|e| Error::Invalid(e.to_string()))?;
     spec.type_url = type_url(&type_name);
     decode_strict(&kind.descriptor, spec, "spec")?;
-    let name = object
-        .metadata
-        .as_ref()
-        .map(|m| m.name.as_str())
-        .unwrap_or("");
-    rubeapi::validate::spec(name, spec).map_err(|e| match e.field.as_str() {
-        "" => Error::Invalid(format!("spec: {}", e.problem)),
-        field => Error::Invalid(format!("spec.{field}: {}", e.problem)),
-    })?;
 
     let metadata = object
         .metadata
@@ -88,6 +79,13 @@ pub fn admit_object(
         return Err(Error::Invalid(
             "metadata.owner_references: at most one owner may be the controller".into(),
         ));
+    }
+    // Semantic rules last: they may rely on a valid name and scope.
+    if let Some(spec) = &object.spec {
+        rubeapi::validate::spec(&metadata.name, spec).map_err(|e| match e.field.as_str() {
+            "" => Error::Invalid(format!("spec: {}", e.problem)),
+            field => Error::Invalid(format!("spec.{field}: {}", e.problem)),
+        })?;
     }
     metadata.uid.clear();
     metadata.revision = 0;
