@@ -57,7 +57,10 @@ impl Output {
                     println!("[\n  {}\n]", items.join(",\n  "));
                 }
             }
-            Format::Table => print!("{}", table(objects, SystemTime::now())),
+            Format::Table => {
+                let status = |o: &Object| status_summary(&self.registry, o);
+                print!("{}", table(objects, SystemTime::now(), status));
+            }
         }
         Ok(())
     }
@@ -103,12 +106,40 @@ fn indent(text: &str) -> String {
     text.replace('\n', "\n  ")
 }
 
+/// The one word of an object's status a table shows: its `phase`, `condition` or
+/// `active_state` field (slices, pipelines; nodes; units), else `-`.
+pub fn status_summary(registry: &Registry, object: &Object) -> String {
+    let summary = || -> Option<String> {
+        let status = object.status.as_ref()?;
+        let descriptor = registry.kind(object.type_name()).ok()?.status?;
+        let message =
+            prost_reflect::DynamicMessage::decode(descriptor.clone(), status.value.as_slice())
+                .ok()?;
+        ["phase", "condition", "active_state"]
+            .iter()
+            .find_map(|name| {
+                let field = descriptor.get_field_by_name(name)?;
+                match &*message.get_field(&field) {
+                    prost_reflect::Value::EnumNumber(n) => field
+                        .kind()
+                        .as_enum()
+                        .and_then(|e| e.get_value(*n))
+                        .map(|v| v.name().to_owned()),
+                    prost_reflect::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                }
+            })
+    };
+    summary().unwrap_or_else(|| "-".to_owned())
+}
+
 /// A table like kubectl's: one row per object.
-pub fn table(objects: &[Object], now: SystemTime) -> String {
+pub fn table(objects: &[Object], now: SystemTime, status: impl Fn(&Object) -> String) -> String {
     let mut rows = vec![[
         "TYPE".to_owned(),
         "NAMESPACE".to_owned(),
         "NAME".to_owned(),
+        "STATUS".to_owned(),
         "GENERATION".to_owned(),
         "REVISION".to_owned(),
         "AGE".to_owned(),
@@ -124,12 +155,13 @@ pub fn table(objects: &[Object], now: SystemTime) -> String {
             object.type_name().to_owned(),
             metadata.namespace,
             metadata.name,
+            status(object),
             metadata.generation.to_string(),
             metadata.revision.to_string(),
             age,
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..7)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -175,10 +207,18 @@ mod tests {
             nanos: 0,
         });
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + 3 * 3600);
+        let mut slice = object::new("analytics", "hello", &rubeapi::runink::Slice::default());
+        slice.status = Some(object::pack(&rubeapi::runink::SliceStatus {
+            phase: rubeapi::runink::slice_status::Phase::Running as i32,
+            ..Default::default()
+        }));
+        let registry = Registry::builtin();
+        let status = |o: &Object| status_summary(&registry, o);
         expect![[r#"
-            TYPE          NAMESPACE   NAME        GENERATION   REVISION   AGE
-            runink.Herd               analytics   2            17         3h
+            TYPE           NAMESPACE   NAME        STATUS    GENERATION   REVISION   AGE
+            runink.Herd                analytics   -         2            17         3h
+            runink.Slice   analytics   hello       RUNNING   0            0          -
         "#]]
-        .assert_eq(&table(&[herd], now));
+        .assert_eq(&table(&[herd, slice], now, status));
     }
 }

@@ -376,15 +376,23 @@ async fn outputs_as_json_table_and_several_objects() {
         .collect();
     assert_eq!(
         rows[0],
-        ["TYPE", "NAMESPACE", "NAME", "GENERATION", "REVISION", "AGE"]
+        [
+            "TYPE",
+            "NAMESPACE",
+            "NAME",
+            "STATUS",
+            "GENERATION",
+            "REVISION",
+            "AGE"
+        ]
     );
     assert_eq!(
-        rows[1][..5],
-        ["api.systemd.Unit", "system", "crawler", "1", "2"]
+        rows[1][..6],
+        ["api.systemd.Unit", "system", "crawler", "-", "1", "2"]
     );
     assert_eq!(
-        rows[2][..5],
-        ["api.systemd.Unit", "system", "indexer", "1", "1"]
+        rows[2][..6],
+        ["api.systemd.Unit", "system", "indexer", "-", "1", "1"]
     );
 
     // A textproto list is several objects separated by ---, and puts back unchanged.
