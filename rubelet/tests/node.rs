@@ -264,6 +264,18 @@ async fn a_killed_rubelet_leaves_workloads_running_and_converges_when_it_returns
     assert_eq!(lines(&path("finishing")), ["done"]);
     assert_eq!(lines(&path("changed")), ["v2"]);
     assert_eq!(lines(&path("created")), ["new"]);
+    // No cgroup is left of the deleted slice, nor of those that finished.
+    let hierarchy = cgroups::Hierarchy::detect(&rubelet.subtree).unwrap();
+    for name in ["deleted", "finishing", "changed", "created"] {
+        let leaf = cgroups::CgroupPath::new(&format!("{HERD}/{name}")).unwrap();
+        eventually(
+            &format!("{name}'s cgroup to be gone"),
+            WAIT,
+            || rubelet.log(),
+            || async { !hierarchy.exists(&leaf) },
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
