@@ -393,3 +393,31 @@ pub async fn assert_acknowledged_writes<'a>(
         }
     }
 }
+
+/// The machine's CPU counters from /proc/stat: (busy, total) in clock ticks, all cores.
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = stat.lines().next().expect("the cpu line");
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th counters.
+    (total - ticks[3] - ticks[4], total)
+}
+
+/// How busy the whole machine was between two [`machine_ticks`] readings, in percent of all
+/// cores, with the load average now: others building on the same cores disturb the figures.
+pub fn machine_load(before: (u64, u64)) -> String {
+    let after = machine_ticks();
+    let busy = (after.0 - before.0) as f64 * 100.0 / (after.1 - before.1).max(1) as f64;
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    format!(
+        "the machine's {} cores were {busy:.0}% busy during the run (all processes); load average now {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg.join(" ")
+    )
+}

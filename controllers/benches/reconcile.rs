@@ -130,34 +130,6 @@ fn cpu() -> Duration {
     time(usage.user_time()) + time(usage.system_time())
 }
 
-/// The machine's CPU counters from /proc/stat: (busy, total) in clock ticks, all cores.
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let line = stat.lines().next().expect("the cpu line");
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = ticks.iter().take(8).sum();
-    // idle and iowait are the 4th and 5th counters.
-    (total - ticks[3] - ticks[4], total)
-}
-
-/// How busy the whole machine was between two [`machine_ticks`] readings, in percent of all
-/// cores, with the load average now: others building on the same cores disturb the figures.
-fn machine_load(before: (u64, u64)) -> String {
-    let after = machine_ticks();
-    let busy = (after.0 - before.0) as f64 * 100.0 / (after.1 - before.1).max(1) as f64;
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    format!(
-        "the machine's {} cores were {busy:.0}% busy during the run (all processes); load average now {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg.join(" ")
-    )
-}
-
 /// Puts `n` slices into `namespace` from [`WRITERS`] clients, one put in flight each.
 async fn put_all(addr: &str, namespace: &str, n: usize) {
     let next = Arc::new(AtomicUsize::new(0));
@@ -371,7 +343,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let (started, machine, own) = (Instant::now(), machine_ticks(), cpu());
+    let (started, machine, own) = (Instant::now(), apiserver::testing::machine_ticks(), cpu());
     let rows = runtime.block_on(bench(n));
     let (wall, own) = (started.elapsed(), cpu() - own);
     eprintln!(
@@ -411,7 +383,7 @@ fn main() {
     );
     println!(
         "Load: {}; this bench's own process used {:.0}% of all cores.",
-        machine_load(machine),
+        apiserver::testing::machine_load(machine),
         own.as_secs_f64() * 100.0
             / (wall.as_secs_f64()
                 * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
