@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`controller`]: the [`Controller`] trait a user implements: a selector, `observe` (reads the
 //!   world), `reconcile` (pure) and `execute` (the only I/O that changes things).
+//! - [`inventory`]: inventories read from a directory per object.
 //! - [`key`]: [`Key`], which names one object (type, namespace, name).
 //! - [`watcher`]: the reflector's state machine (`Listing`, `Watching`, `Backoff`) as a pure
 //!   `step`. No I/O.
@@ -27,6 +28,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod controller;
+pub mod inventory;
 pub mod key;
 pub mod metrics;
 pub mod mirror;

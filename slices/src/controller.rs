@@ -718,23 +718,9 @@ impl Controller for SliceController {
     /// Every slice dir on this node, so slices deleted while the rubelet was down are cleaned.
     async fn inventory(&self) -> Result<Vec<Key>, Error> {
         let base = self.config.state_dir.join("slices");
-        let mut keys = Vec::new();
-        let Ok(mut namespaces) = tokio::fs::read_dir(&base).await else {
-            return Ok(keys);
-        };
-        while let Some(ns) = namespaces.next_entry().await.map_err(Error::io(&base))? {
-            let mut names = tokio::fs::read_dir(ns.path())
-                .await
-                .map_err(Error::io(ns.path()))?;
-            while let Some(name) = names.next_entry().await.map_err(Error::io(ns.path()))? {
-                keys.push(Key::new(
-                    KIND,
-                    &ns.file_name().to_string_lossy(),
-                    &name.file_name().to_string_lossy(),
-                ));
-            }
-        }
-        Ok(keys)
+        controllers::inventory::namespaced_entries(&base, KIND)
+            .await
+            .map_err(|(path, e)| Error::io(path)(e))
     }
 }
 
