@@ -6,7 +6,9 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Apiserver, HERD, Rubelet, SLICE, eventually, root_or_skip, slice, status};
+use harness::{
+    Apiserver, HERD, Rubelet, SLICE, eventually, root_or_skip, slice, status, until_status,
+};
 use rubeapi::object::ObjectExt;
 use rubeapi::rube::NodeStatus;
 use rubeapi::rube::node_status::Condition;
@@ -52,15 +54,12 @@ async fn a_slice_for_this_node_runs_and_reports_and_another_nodes_is_not_touched
         .unwrap();
     let rubelet = Rubelet::start("w1", &server.addr, &[]);
 
-    eventually(
+    until_status(
+        &client,
+        &rubelet,
         "mine to fail with exit code 3",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "mine")
-                .await
-                .is_some_and(|s| s.phase == Phase::Failed as i32 && s.exit_code == Some(3))
-        },
+        "mine",
+        |s| s.phase == Phase::Failed as i32 && s.exit_code == Some(3),
     )
     .await;
     let done = status(&client, "mine").await.unwrap();
@@ -101,16 +100,9 @@ async fn an_apiserver_restart_is_ridden_out_without_running_anything_twice() {
         .await
         .unwrap();
     let rubelet = Rubelet::start("w1", &server.addr, &[]);
-    eventually(
-        "once to succeed",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "once")
-                .await
-                .is_some_and(|s| s.phase == Phase::Succeeded as i32)
-        },
-    )
+    until_status(&client, &rubelet, "once to succeed", "once", |s| {
+        s.phase == Phase::Succeeded as i32
+    })
     .await;
 
     server.kill();
@@ -126,15 +118,12 @@ async fn an_apiserver_restart_is_ridden_out_without_running_anything_twice() {
         )
         .await
         .unwrap();
-    eventually(
+    until_status(
+        &client,
+        &rubelet,
         "a slice put after the restart to succeed",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "after")
-                .await
-                .is_some_and(|s| s.phase == Phase::Succeeded as i32)
-        },
+        "after",
+        |s| s.phase == Phase::Succeeded as i32,
     )
     .await;
     assert_eq!(lines(&once), ["ran"], "the first slice ran once");
@@ -221,38 +210,25 @@ async fn a_killed_rubelet_leaves_workloads_running_and_converges_when_it_returns
         .unwrap();
 
     rubelet.restart();
-    eventually(
+    until_status(
+        &client,
+        &rubelet,
         "finishing's exit to be reported",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "finishing")
-                .await
-                .is_some_and(|s| s.phase == Phase::Succeeded as i32 && s.exit_code == Some(0))
-        },
+        "finishing",
+        |s| s.phase == Phase::Succeeded as i32 && s.exit_code == Some(0),
     )
     .await;
-    eventually(
+    until_status(
+        &client,
+        &rubelet,
         "changed to run its new spec",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "changed")
-                .await
-                .is_some_and(|s| s.phase == Phase::Succeeded as i32 && s.observed_generation == 2)
-        },
+        "changed",
+        |s| s.phase == Phase::Succeeded as i32 && s.observed_generation == 2,
     )
     .await;
-    eventually(
-        "created to run",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "created")
-                .await
-                .is_some_and(|s| s.phase == Phase::Succeeded as i32)
-        },
-    )
+    until_status(&client, &rubelet, "created to run", "created", |s| {
+        s.phase == Phase::Succeeded as i32
+    })
     .await;
     eventually(
         "the deleted slice's process to be gone",
@@ -297,16 +273,9 @@ async fn the_rubelet_restarts_a_workload_while_the_apiserver_is_down() {
     always.spec = Some(rubeapi::object::pack(&spec));
     client.put(always, None).await.unwrap();
     let mut rubelet = Rubelet::start("w1", &server.addr, &[]);
-    eventually(
-        "always to run",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "always")
-                .await
-                .is_some_and(|s| s.phase == Phase::Running as i32)
-        },
-    )
+    until_status(&client, &rubelet, "always to run", "always", |s| {
+        s.phase == Phase::Running as i32
+    })
     .await;
     let pid = status(&client, "always").await.unwrap().pid;
 
@@ -422,16 +391,9 @@ async fn ructl_logs_reads_a_slices_output_from_its_rubelet() {
         )
         .await
         .unwrap();
-    eventually(
-        "talker to run",
-        WAIT,
-        || rubelet.log(),
-        || async {
-            status(&client, "talker")
-                .await
-                .is_some_and(|s| s.phase == Phase::Running as i32)
-        },
-    )
+    until_status(&client, &rubelet, "talker to run", "talker", |s| {
+        s.phase == Phase::Running as i32
+    })
     .await;
 
     // Following: prints what is there, waits for more, ends when the slice exits.

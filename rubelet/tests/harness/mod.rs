@@ -293,3 +293,21 @@ pub async fn eventually<F, Fut>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits up to 30 s until slice `name`'s status satisfies `check`; fails with `what` and the
+/// rubelet's log.
+pub async fn until_status(
+    client: &Client,
+    rubelet: &Rubelet,
+    what: &str,
+    name: &str,
+    check: impl Fn(&SliceStatus) -> bool,
+) {
+    eventually(
+        what,
+        Duration::from_secs(30),
+        || rubelet.log(),
+        || async { status(client, name).await.is_some_and(|s| check(&s)) },
+    )
+    .await;
+}
