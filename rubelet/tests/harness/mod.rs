@@ -170,7 +170,11 @@ pub struct Rubelet {
 impl Rubelet {
     /// Starts `rubelet --name NAME` against `server` with fast renewals and a short kill grace.
     pub fn start(name: &str, server: &str, args: &[&str]) -> Rubelet {
-        let subtree = format!("rube-test-{name}-{}", std::process::id());
+        // Unique per rubelet: tests of one binary run in parallel with the same process id and
+        // often the same node names, and a rubelet sweeps its subtree of what it does not know.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subtree = format!("rube-test-{name}-{}-{n}", std::process::id());
         Rubelet::start_in(&subtree, name, server, args)
     }
 
@@ -243,8 +247,18 @@ impl Drop for Rubelet {
     fn drop(&mut self) {
         self.kill9();
         // Workloads outlive the rubelet by design; the test's must not outlive the test.
+        // A shim may still be finishing (removing its leaf) while this runs, so a removal can
+        // race it: try again until the subtree is gone, for a few seconds.
         if let Ok(hierarchy) = cgroups::Hierarchy::detect(&self.subtree) {
-            let _ = hierarchy.remove(&cgroups::CgroupPath::root(), Duration::from_millis(500));
+            let root = cgroups::CgroupPath::root();
+            for _ in 0..50 {
+                let _ = hierarchy.remove(&root, Duration::from_millis(500));
+                if !hierarchy.exists(&root) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("cgroup subtree {} could not be removed", self.subtree);
         }
     }
 }
