@@ -16,8 +16,7 @@ use std::collections::HashMap;
 
 use rubeapi::object::{Key, ObjectExt};
 use rubeapi::rube::Object;
-use rubeapi::runink::slice_status::Phase;
-use rubeapi::runink::{Quota, Resources, Slice, SliceStatus};
+use rubeapi::runink::{Quota, Resources, Slice};
 
 use crate::Error;
 
@@ -27,18 +26,6 @@ pub const HERD: &str = "runink.Herd";
 /// Whether `quota` limits anything.
 pub fn limits_anything(quota: &Quota) -> bool {
     quota.max_slices > 0 || quota.cpu_millis > 0 || quota.memory_bytes > 0 || quota.pids > 0
-}
-
-/// Whether a stored slice still holds its share of the Herd.
-fn holds(object: &Object) -> bool {
-    !matches!(
-        object
-            .status_as::<SliceStatus>()
-            .ok()
-            .flatten()
-            .map(|s| s.phase()),
-        Some(Phase::Succeeded | Phase::Failed)
-    )
 }
 
 /// Refuses `incoming` slices (all of Herd `herd`) when, together with the Herd's other
@@ -51,7 +38,7 @@ pub fn check(
 ) -> Result<(), Error> {
     let mut counted: HashMap<Key, Resources> = stored
         .iter()
-        .filter(|o| holds(o))
+        .filter(|o| !rubeapi::object::slice_finished(o))
         .filter_map(|o| {
             let spec: Slice = o.spec_as().ok()?;
             Some((Key::of(o), spec.resources.unwrap_or_default()))
@@ -87,6 +74,8 @@ pub fn check(
 mod tests {
     use super::*;
     use rubeapi::object;
+    use rubeapi::runink::SliceStatus;
+    use rubeapi::runink::slice_status::Phase;
 
     fn slice(name: &str, cpu: u64, memory: u64, phase: Option<Phase>) -> Object {
         let mut o = object::new(

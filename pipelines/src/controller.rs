@@ -387,11 +387,7 @@ impl Controller for PipelineController {
                 observed.slices.push(slice_view(slice, &key.name));
                 continue;
             }
-            let status: Option<SliceStatus> = slice.status_as().ok().flatten();
-            let finished = status.is_some_and(|s| {
-                s.phase == SliceStatusPhase::Succeeded as i32
-                    || s.phase == SliceStatusPhase::Failed as i32
-            });
+            let finished = rubeapi::object::slice_finished(slice);
             let deleting = metadata.is_some_and(|m| m.deletion_timestamp.is_some());
             if let Some(node) = label(LABEL_NODE)
                 && !finished

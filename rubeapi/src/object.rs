@@ -75,6 +75,22 @@ pub fn controller_lease(name: &str) -> String {
     format!("controller-{name}")
 }
 
+/// Whether a `runink.Slice` object has finished (status phase SUCCEEDED or FAILED): its
+/// processes are gone and it no longer holds its share of a Herd's quota or of a node's
+/// capacity. Admission (quotas) and the scheduler must agree on this, so both ask here.
+pub fn slice_finished(slice: &Object) -> bool {
+    use crate::runink::SliceStatus;
+    use crate::runink::slice_status::Phase;
+    matches!(
+        slice
+            .status_as::<SliceStatus>()
+            .ok()
+            .flatten()
+            .map(|s| s.phase()),
+        Some(Phase::Succeeded | Phase::Failed)
+    )
+}
+
 /// A new object with a typed spec.
 pub fn new<M: prost::Message + Name>(namespace: &str, name: &str, spec: &M) -> Object {
     Object {
