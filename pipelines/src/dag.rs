@@ -10,6 +10,8 @@
 //! slices may no longer show: how many attempts were made, and that a step succeeded whose
 //! slice was removed since.
 //!
+//! # BATCH
+//! Each step is judged on its own.
 //! - **Attempts** count every slice made for a step, restarts after a lost node included.
 //! - **Retries** are a budget of failures: a step whose latest slice FAILED gets a new slice
 //!   while its failed slices number at most `retries + retry_requests`, so bumping
@@ -18,8 +20,34 @@
 //!   SUCCESS. A step that already succeeded stays SUCCESS.
 //! - **Pause** keeps running slices running and starts nothing: a step that would start is
 //!   ACTION_PENDING until the pipeline is resumed.
-//! - **BATCH** starts a step once all its dependencies are SUCCESS or SKIPPED; **STREAMING**
-//!   starts every step at once (the dependencies are pipes, not order).
+//! - A step starts once all its dependencies are SUCCESS or SKIPPED.
+//!
+//! # STREAMING
+//! The steps are one gang: they run at once, joined by pipes, so no step's outcome means
+//! anything without the others'. A producer that dies makes its consumer see end-of-file and
+//! "succeed" on part of the data; a consumer that dies kills its producers with SIGPIPE; a
+//! step restarted alone would open a pipe nobody else holds. So:
+//! - **Attempts** belong to the pipeline: every step's slices of attempt *k* are made
+//!   together, named `<pipeline>.<step>-<k>`, and each step's `attempts` is the pipeline's.
+//! - An attempt **breaks** when one of its slices FAILED, or one that has not finished is lost
+//!   (its node is NOT_READY, or the slice is gone). Then every slice of it still running is
+//!   deleted, and all steps start again as attempt *k + 1* (on fresh pipes, named after the
+//!   attempt, so nothing of attempt *k* still stopping can write into or read from them).
+//! - **Retries**: a failed attempt is charged, in each chain of pipes, to the failed step
+//!   furthest downstream: a step upstream of it most likely died of the broken pipe (SIGPIPE)
+//!   when it stopped reading, so it is a casualty, not a cause. A new attempt starts after a
+//!   failed one while every step's charges number at most its `retries + retry_requests`;
+//!   otherwise the pipeline is FAILED and nothing of it runs. A user's retry must therefore
+//!   name the charged step (the one FAILED without "downstream" in its message). A lost
+//!   attempt is charged to nobody: it counts as an attempt, not as a failure, as in BATCH.
+//! - **Success** counts only within one attempt: a step is SUCCESS when its slice of the
+//!   current attempt succeeded, and the pipeline SUCCEEDS when every step's slice of the same
+//!   attempt did. A success of a broken attempt is discarded with it.
+//! - **Skip** is refused by admission (a skipped step's neighbours would wait on its pipes
+//!   forever); a spec that carries it anyway (stored before the rule) has it ignored.
+//! - **Pause** keeps a running attempt running and starts none: a broken attempt's slices are
+//!   still stopped (they can only block or produce part of the data), and the steps wait as
+//!   ACTION_PENDING.
 
 use std::collections::HashMap;
 
@@ -74,8 +102,8 @@ pub struct Assessment {
     pub steps: Vec<StepStatus>,
     /// Indexes of the steps that should get a new slice now.
     pub ready: Vec<usize>,
-    /// Slices to delete: lost to a NOT_READY node, superseded by a later attempt, or of a
-    /// step that was skipped while it ran.
+    /// Slices to delete: lost to a NOT_READY node, superseded by a later attempt, of a step
+    /// that was skipped while it ran, or of a STREAMING attempt that broke.
     pub delete: Vec<String>,
 }
 
@@ -87,11 +115,6 @@ pub fn assess(
     slices: &[SliceView],
     node_ready: impl Fn(&str) -> bool,
 ) -> Assessment {
-    let streaming = pipeline.mode == Mode::Streaming as i32;
-    let mut by_step: HashMap<&str, Vec<&SliceView>> = HashMap::new();
-    for slice in slices {
-        by_step.entry(slice.step.as_str()).or_default().push(slice);
-    }
     let recorded: HashMap<&str, &StepStatus> =
         recorded.iter().map(|s| (s.name.as_str(), s)).collect();
     let index: HashMap<&str, usize> = pipeline
@@ -100,7 +123,29 @@ pub fn assess(
         .enumerate()
         .map(|(i, s)| (s.name.as_str(), i))
         .collect();
+    let mut out = if pipeline.mode == Mode::Streaming as i32 {
+        assess_streaming(pipeline, &recorded, slices, &node_ready, &index)
+    } else {
+        assess_batch(pipeline, &recorded, slices, &node_ready, &index)
+    };
+    out.ready.sort_unstable();
+    out.delete.sort();
+    out.delete.dedup();
+    out
+}
 
+/// BATCH: each step judged on its own slices; a step starts once its dependencies allow.
+fn assess_batch(
+    pipeline: &Pipeline,
+    recorded: &HashMap<&str, &StepStatus>,
+    slices: &[SliceView],
+    node_ready: &impl Fn(&str) -> bool,
+    index: &HashMap<&str, usize>,
+) -> Assessment {
+    let mut by_step: HashMap<&str, Vec<&SliceView>> = HashMap::new();
+    for slice in slices {
+        by_step.entry(slice.step.as_str()).or_default().push(slice);
+    }
     let mut out = Assessment {
         steps: vec![StepStatus::default(); pipeline.steps.len()],
         ready: Vec::new(),
@@ -179,38 +224,258 @@ pub fn assess(
     }
 
     // Dependencies, in an order where every step comes after those it depends on.
-    for i in topological_order(pipeline, &index) {
+    for i in topological_order(pipeline, index) {
         if !wants[i] {
             continue;
         }
         let step = &pipeline.steps[i];
-        let blocker = if streaming {
-            None
-        } else {
-            step.depends_on.iter().find_map(|d| {
-                let state = index.get(d.as_str()).map(|&j| out.steps[j].state);
-                match state {
-                    Some(s) if s == State::Success as i32 || s == State::Skipped as i32 => None,
-                    Some(s) if s == State::Failed as i32 => Some(format!("blocked: '{d}' failed")),
-                    _ => Some(format!("waiting for '{d}'")),
-                }
-            })
-        };
+        let blocker = step.depends_on.iter().find_map(|d| {
+            let state = index.get(d.as_str()).map(|&j| out.steps[j].state);
+            match state {
+                Some(s) if s == State::Success as i32 || s == State::Skipped as i32 => None,
+                Some(s) if s == State::Failed as i32 => Some(format!("blocked: '{d}' failed")),
+                _ => Some(format!("waiting for '{d}'")),
+            }
+        });
         let status = &mut out.steps[i];
         status.state = State::Pending as i32;
         match blocker {
             Some(reason) => status.message = reason,
-            None if pipeline.paused => {
-                status.state = State::ActionPending as i32;
-                status.message = "paused: resume the pipeline to start it".into();
-            }
+            None if pipeline.paused => paused(status),
             None => out.ready.push(i),
         }
     }
-    out.ready.sort_unstable();
-    out.delete.sort();
-    out.delete.dedup();
     out
+}
+
+/// How a step's slice of the current STREAMING attempt ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Running,
+    Succeeded,
+    Failed,
+    /// Not finished, and gone or on a node that is not READY.
+    Lost,
+}
+
+/// STREAMING: the steps as one gang with one attempt number (see the module docs).
+fn assess_streaming(
+    pipeline: &Pipeline,
+    recorded: &HashMap<&str, &StepStatus>,
+    slices: &[SliceView],
+    node_ready: &impl Fn(&str) -> bool,
+    index: &HashMap<&str, usize>,
+) -> Assessment {
+    let n = pipeline.steps.len();
+    let mut out = Assessment {
+        steps: vec![StepStatus::default(); n],
+        ready: Vec::new(),
+        delete: Vec::new(),
+    };
+    // The current attempt: the latest any slice or the record knows of. Slices whose names
+    // carry no attempt (0) belong to none.
+    let attempt = slices
+        .iter()
+        .map(|s| s.attempt)
+        .chain(recorded.values().map(|r| r.attempts))
+        .max()
+        .unwrap_or(0);
+    let live: Vec<&SliceView> = slices.iter().filter(|s| !s.deleting).collect();
+    let mut current: Vec<Option<&SliceView>> = vec![None; n];
+    for slice in &live {
+        if slice.attempt == 0 || slice.attempt != attempt {
+            continue;
+        }
+        if let Some(&i) = index.get(slice.step.as_str())
+            && current[i].is_none_or(|c| slice.name < c.name)
+        {
+            current[i] = Some(slice);
+        }
+    }
+    let outcomes: Vec<Outcome> = pipeline
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| match current[i] {
+            Some(s) if s.phase.is_active() && !node_ready(&s.node) => Outcome::Lost,
+            Some(s) => match s.phase {
+                SlicePhase::Succeeded => Outcome::Succeeded,
+                SlicePhase::Failed => Outcome::Failed,
+                SlicePhase::Pending | SlicePhase::Running => Outcome::Running,
+            },
+            // The slice of a success was removed: the success stands, for this attempt.
+            None if recorded
+                .get(step.name.as_str())
+                .is_some_and(|r| r.attempts == attempt && r.state == State::Success as i32) =>
+            {
+                Outcome::Succeeded
+            }
+            None => Outcome::Lost,
+        })
+        .collect();
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        let status = &mut out.steps[i];
+        status.name = step.name.clone();
+        status.attempts = attempt;
+        match current[i] {
+            Some(s) => {
+                status.slice = s.name.clone();
+                status.node = s.node.clone();
+                status.exit_code = s.exit_code;
+                status.message = s.message.clone();
+            }
+            // The slice is gone: what the record says of this attempt stands.
+            None => {
+                if let Some(r) = recorded
+                    .get(step.name.as_str())
+                    .filter(|r| r.attempts == attempt)
+                {
+                    status.slice = r.slice.clone();
+                    status.node = r.node.clone();
+                    status.exit_code = r.exit_code;
+                }
+            }
+        }
+    }
+
+    // Whatever runs and is not a healthy part of the current attempt goes: superseded
+    // attempts, slices of steps no longer in the spec, and, once the attempt broke, all of it.
+    let broken = attempt > 0
+        && outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Failed | Outcome::Lost));
+    for slice in &live {
+        let healthy = !broken
+            && index
+                .get(slice.step.as_str())
+                .is_some_and(|&i| current[i].is_some_and(|c| c.name == slice.name));
+        if slice.phase.is_active() && !healthy {
+            out.delete.push(slice.name.clone());
+        }
+    }
+
+    if attempt > 0 && !broken {
+        for (status, outcome) in out.steps.iter_mut().zip(&outcomes) {
+            status.state = if *outcome == Outcome::Succeeded {
+                State::Success
+            } else {
+                State::Running
+            } as i32;
+        }
+        return out;
+    }
+    let charges = charges(pipeline, &live, index);
+    let failed_now = outcomes.contains(&Outcome::Failed);
+    let over: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let step = &pipeline.steps[i];
+            failed_now && charges[i] > step.retries as usize + step.retry_requests as usize
+        })
+        .collect();
+    if over.is_empty() {
+        // Nothing ran yet, or the attempt broke within the budget: all start (again) together.
+        for (i, status) in out.steps.iter_mut().enumerate() {
+            status.state = State::Pending as i32;
+            if pipeline.paused {
+                paused(status);
+            } else {
+                out.ready.push(i);
+            }
+        }
+        return out;
+    }
+    // Failed beyond the budget: the charged steps are FAILED, the steps that failed because
+    // of them say so, the rest are blocked.
+    let culprit = &pipeline.steps[over[0]].name;
+    let culprits = culprits_of(pipeline, &live, index, attempt);
+    for (i, status) in out.steps.iter_mut().enumerate() {
+        if over.contains(&i) || outcomes[i] == Outcome::Failed {
+            status.state = State::Failed as i32;
+            if status.message.is_empty() {
+                status.message = match status.exit_code {
+                    Some(code) => format!("exit code {code}"),
+                    None if outcomes[i] == Outcome::Failed => "failed".into(),
+                    None => format!("failed {} times", charges[i]),
+                };
+            }
+            if outcomes[i] == Outcome::Failed && !culprits.contains(&i) {
+                let below = downstream(pipeline, index, i)
+                    .find(|j| culprits.contains(j))
+                    .map_or(culprit, |j| &pipeline.steps[j].name);
+                status.message = format!("{}; '{below}' downstream failed", status.message);
+            }
+        } else {
+            status.state = State::Pending as i32;
+            status.message = format!("blocked: '{culprit}' failed");
+        }
+    }
+    out
+}
+
+/// How many failed attempts each step is charged with: per attempt, in each chain of pipes,
+/// the failed step furthest downstream (see the module docs). Index by step.
+fn charges(pipeline: &Pipeline, live: &[&SliceView], index: &HashMap<&str, usize>) -> Vec<usize> {
+    let mut attempts: Vec<u32> = live
+        .iter()
+        .filter(|s| s.phase == SlicePhase::Failed && s.attempt > 0)
+        .map(|s| s.attempt)
+        .collect();
+    attempts.sort_unstable();
+    attempts.dedup();
+    let mut charges = vec![0; pipeline.steps.len()];
+    for attempt in attempts {
+        for i in culprits_of(pipeline, live, index, attempt) {
+            charges[i] += 1;
+        }
+    }
+    charges
+}
+
+/// The steps charged with attempt `attempt`: those whose slice of it FAILED with no failed
+/// slice of it further down their chain.
+fn culprits_of(
+    pipeline: &Pipeline,
+    live: &[&SliceView],
+    index: &HashMap<&str, usize>,
+    attempt: u32,
+) -> Vec<usize> {
+    let failed: Vec<usize> = live
+        .iter()
+        .filter(|s| s.attempt == attempt && s.phase == SlicePhase::Failed)
+        .filter_map(|s| index.get(s.step.as_str()).copied())
+        .collect();
+    let mut culprits: Vec<usize> = failed
+        .iter()
+        .copied()
+        .filter(|&i| !downstream(pipeline, index, i).any(|j| failed.contains(&j)))
+        .collect();
+    culprits.sort_unstable();
+    culprits.dedup();
+    culprits
+}
+
+/// The steps fed by step `i`, nearest first. Each STREAMING step feeds at most one
+/// (admission); the walk stops after as many steps as there are, so a cycle cannot trap it.
+fn downstream<'a>(
+    pipeline: &'a Pipeline,
+    index: &'a HashMap<&str, usize>,
+    i: usize,
+) -> impl Iterator<Item = usize> + 'a {
+    let name = |i: usize| pipeline.steps[i].name.as_str();
+    std::iter::successors(Some(i), move |&j| {
+        pipeline
+            .steps
+            .iter()
+            .find(|s| s.depends_on.first().map(String::as_str) == Some(name(j)))
+            .and_then(|s| index.get(s.name.as_str()).copied())
+    })
+    .skip(1)
+    .take(pipeline.steps.len())
+}
+
+fn paused(status: &mut StepStatus) {
+    status.state = State::ActionPending as i32;
+    status.message = "paused: resume the pipeline to start it".into();
 }
 
 fn skipped(status: &mut StepStatus) {

@@ -1,7 +1,8 @@
 //! One pipeline's plan: the DAG core's assessment placed by the scheduler. Pure.
 //!
 //! What lives here: naming slices and pipes, turning ready steps into slices on nodes (one by
-//! one in BATCH, all on one node in STREAMING), and the status that results. What never does:
+//! one in BATCH; in STREAMING the whole attempt, all steps together on one node), and the
+//! status that results. What never does:
 //! building objects or talking to the apiserver (that is [`crate::controller`]'s).
 
 use rubeapi::runink::pipeline::Mode;
@@ -51,10 +52,12 @@ pub fn attempt_of(slice: &str, pipeline: &str, step: &str) -> Option<u32> {
         .ok()
 }
 
-/// The FIFO a STREAMING step writes its stdout to: `<pipeline>_<step>` (the underscore occurs
-/// in neither name, so pipes of different pipelines never collide).
-pub fn pipe_name(pipeline: &str, step: &str) -> String {
-    format!("{pipeline}_{step}")
+/// The FIFO a STREAMING step writes its stdout to in attempt `attempt`:
+/// `<pipeline>_<step>-<attempt>` (the underscore occurs in neither name, so pipes of different
+/// pipelines never collide). Each attempt has its own pipes: a slice of a broken attempt that
+/// is still being stopped must neither write into nor read from the next attempt's.
+pub fn pipe_name(pipeline: &str, step: &str, attempt: u32) -> String {
+    format!("{pipeline}_{step}-{attempt}")
 }
 
 /// Plans `pipeline` (named `name`): which slices to delete and create, on which nodes, and the
@@ -94,7 +97,7 @@ pub fn plan(
         status.node = node.clone();
         status.exit_code = None;
         status.message = String::new();
-        let (stdin_pipe, stdout_pipe) = pipes(name, pipeline, i);
+        let (stdin_pipe, stdout_pipe) = pipes(name, pipeline, i, status.attempts);
         create.push(NewSlice {
             step: i,
             name: status.slice.clone(),
@@ -138,8 +141,8 @@ pub fn plan(
 }
 
 /// STREAMING: step `i` reads the pipe of the step it depends on and writes its own pipe when
-/// a step depends on it. BATCH: no pipes.
-fn pipes(name: &str, pipeline: &Pipeline, i: usize) -> (String, String) {
+/// a step depends on it, both of attempt `attempt`. BATCH: no pipes.
+fn pipes(name: &str, pipeline: &Pipeline, i: usize, attempt: u32) -> (String, String) {
     if pipeline.mode != Mode::Streaming as i32 {
         return (String::new(), String::new());
     }
@@ -147,14 +150,14 @@ fn pipes(name: &str, pipeline: &Pipeline, i: usize) -> (String, String) {
     let stdin = step
         .depends_on
         .first()
-        .map(|source| pipe_name(name, source))
+        .map(|source| pipe_name(name, source, attempt))
         .unwrap_or_default();
     let feeds = pipeline
         .steps
         .iter()
         .any(|s| s.depends_on.contains(&step.name));
     let stdout = if feeds {
-        pipe_name(name, &step.name)
+        pipe_name(name, &step.name, attempt)
     } else {
         String::new()
     };

@@ -372,15 +372,283 @@ fn streaming_places_every_step_on_one_node_and_wires_pipes() {
         w.pipeline.as_ref().unwrap().spec_as().unwrap(),
         w.nodes.clone(),
     ));
-    assert_eq!(created["p.src-1"], (String::new(), "p_src".into()));
-    assert_eq!(created["p.map-1"], ("p_src".into(), "p_map".into()));
-    assert_eq!(created["p.sink-1"], ("p_map".into(), String::new()));
-    // A restarted step goes back to the node of the others (its pipes are there).
-    finish(&mut w, "p.map-1", SlicePhase::Failed, 1);
-    edit(&mut w, |p| p.steps[1].retries = 1);
+    assert_eq!(created["p.src-1"], (String::new(), "p_src-1".into()));
+    assert_eq!(created["p.map-1"], ("p_src-1".into(), "p_map-1".into()));
+    assert_eq!(created["p.sink-1"], ("p_map-1".into(), String::new()));
+}
+
+fn chain() -> Pipeline {
+    Pipeline {
+        mode: Mode::Streaming as i32,
+        steps: vec![
+            step("gen", &[]),
+            step("filter", &["gen"]),
+            step("count", &["filter"]),
+        ],
+        ..Default::default()
+    }
+}
+
+/// The stdin and stdout pipes of the slices `effects` create, by slice name.
+fn pipes_of(effects: &[Effect]) -> HashMap<String, (String, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CreateSlice(o) => {
+                let s: rubeapi::runink::Slice = o.spec_as().unwrap();
+                Some((o.name().to_owned(), (s.stdin_pipe, s.stdout_pipe)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `name=attempts` for every step.
+fn attempts(world: &Observed) -> String {
+    let status = status(world);
+    let steps: Vec<String> = status
+        .steps
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.attempts))
+        .collect();
+    steps.join(" ")
+}
+
+#[test]
+fn a_streaming_producer_that_dies_mid_stream_restarts_the_whole_pipeline() {
+    let mut spec = chain();
+    spec.steps[0].retries = 1;
+    let mut w = world(spec, vec![node("n1", true), node("n2", true)]);
     settle(&mut w);
-    let map2 = w.slices.iter().find(|s| s.name == "p.map-2").unwrap();
-    assert_eq!(map2.node, "n2");
+    assert_eq!(active(&w), ["p.count-1", "p.filter-1", "p.gen-1"]);
+    // The producer dies; downstream sees end-of-file and "succeeds" on part of the data.
+    finish(&mut w, "p.count-1", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    assert_eq!(
+        summary(&w),
+        "RUNNING gen=RUNNING filter=RUNNING count=SUCCESS",
+        "a step's success waits for the rest of its attempt"
+    );
+    finish(&mut w, "p.gen-1", SlicePhase::Failed, 3);
+    let effects = reconcile(&w);
+    assert!(
+        effects.contains(&Effect::DeleteSlice("p.filter-1".into())),
+        "what still runs of the broken attempt is stopped: {effects:?}"
+    );
+    let pipes = pipes_of(&effects);
+    assert_eq!(
+        pipes,
+        HashMap::from([
+            ("p.gen-2".to_owned(), (String::new(), "p_gen-2".to_owned())),
+            (
+                "p.filter-2".to_owned(),
+                ("p_gen-2".to_owned(), "p_filter-2".to_owned())
+            ),
+            (
+                "p.count-2".to_owned(),
+                ("p_filter-2".to_owned(), String::new())
+            ),
+        ]),
+        "every step starts again, wired the same way on the attempt's own pipes"
+    );
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
+    assert_eq!(
+        summary(&w),
+        "RUNNING gen=RUNNING filter=RUNNING count=RUNNING",
+        "count's success of attempt 1 does not count"
+    );
+    assert_eq!(attempts(&w), "gen=2 filter=2 count=2");
+    let node = &w.slices.iter().find(|s| s.name == "p.gen-2").unwrap().node;
+    assert!(
+        w.slices
+            .iter()
+            .filter(|s| s.attempt == 2)
+            .all(|s| &s.node == node),
+        "attempt 2 is on one node: {:?}",
+        w.slices
+    );
+    for name in ["p.gen-2", "p.filter-2", "p.count-2"] {
+        finish(&mut w, name, SlicePhase::Succeeded, 0);
+    }
+    settle(&mut w);
+    assert_eq!(
+        summary(&w),
+        "SUCCEEDED gen=SUCCESS filter=SUCCESS count=SUCCESS"
+    );
+    assert_eq!(status(&w).steps[2].slice, "p.count-2");
+}
+
+#[test]
+fn a_streaming_consumer_that_dies_is_charged_not_the_producers_it_broke() {
+    // Only the consumer may be retried: its producers die of SIGPIPE when it stops reading,
+    // and that must not spend a budget they do not have.
+    let mut spec = chain();
+    spec.steps[2].retries = 1;
+    let mut w = world(spec, vec![node("n1", true)]);
+    settle(&mut w);
+    finish(&mut w, "p.count-1", SlicePhase::Failed, 1);
+    finish(&mut w, "p.filter-1", SlicePhase::Failed, 141);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
+    assert_eq!(attempts(&w), "gen=2 filter=2 count=2");
+    // The second time it dies, the budget is spent: everything of the attempt stops.
+    finish(&mut w, "p.count-2", SlicePhase::Failed, 1);
+    let effects = reconcile(&w);
+    assert!(
+        effects.contains(&Effect::DeleteSlice("p.gen-2".into()))
+            && effects.contains(&Effect::DeleteSlice("p.filter-2".into())),
+        "{effects:?}"
+    );
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert!(active(&w).is_empty());
+    assert_eq!(
+        summary(&w),
+        "FAILED gen=PENDING filter=PENDING count=FAILED"
+    );
+    let s = status(&w);
+    assert_eq!(s.steps[2].message, "exit code 1");
+    assert_eq!(s.steps[0].message, "blocked: 'count' failed");
+    // A user's retry of the charged step buys one more attempt of the whole pipeline.
+    edit(&mut w, |p| p.steps[2].retry_requests = 1);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-3", "p.filter-3", "p.gen-3"]);
+}
+
+#[test]
+fn a_streaming_pipeline_without_retries_fails_and_stops_all_of_its_attempt() {
+    let mut w = world(chain(), vec![node("n1", true)]);
+    settle(&mut w);
+    // The middle step dies; its producer is killed by the broken pipe, its consumer is
+    // still draining.
+    finish(&mut w, "p.filter-1", SlicePhase::Failed, 2);
+    finish(&mut w, "p.gen-1", SlicePhase::Failed, 141);
+    let effects = reconcile(&w);
+    assert!(
+        effects.contains(&Effect::DeleteSlice("p.count-1".into())),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::CreateSlice(_))),
+        "{effects:?}"
+    );
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert!(active(&w).is_empty());
+    assert_eq!(summary(&w), "FAILED gen=FAILED filter=FAILED count=PENDING");
+    let s = status(&w);
+    assert_eq!(s.steps[1].message, "exit code 2");
+    assert_eq!(
+        s.steps[0].message,
+        "exit code 141; 'filter' downstream failed"
+    );
+    assert_eq!(s.steps[2].message, "blocked: 'filter' failed");
+    // The failed slices stay, as history; the fixpoint holds.
+    assert_eq!(w.slices.len(), 2);
+    assert_eq!(reconcile(&w), vec![]);
+}
+
+#[test]
+fn a_streaming_pipeline_on_a_lost_node_is_placed_again_whole_as_a_new_attempt() {
+    let mut w = world(chain(), vec![node("n1", true), node("n2", true)]);
+    settle(&mut w);
+    assert!(w.slices.iter().all(|s| s.node == "n1"));
+    // count had finished before the node went: its output is lost with the rest.
+    finish(&mut w, "p.count-1", SlicePhase::Succeeded, 0);
+    w.nodes[0].ready = false;
+    let effects = reconcile(&w);
+    for lost in ["p.gen-1", "p.filter-1"] {
+        assert!(
+            effects.contains(&Effect::DeleteSlice(lost.into())),
+            "{lost}: {effects:?}"
+        );
+    }
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
+    assert!(
+        w.slices
+            .iter()
+            .filter(|s| s.attempt == 2)
+            .all(|s| s.node == "n2"),
+        "{:?}",
+        w.slices
+    );
+    // No retries: the lost attempt counts as an attempt, not as a failure.
+    assert_eq!(attempts(&w), "gen=2 filter=2 count=2");
+    for name in ["p.gen-2", "p.filter-2", "p.count-2"] {
+        finish(&mut w, name, SlicePhase::Succeeded, 0);
+    }
+    settle(&mut w);
+    assert_eq!(
+        summary(&w),
+        "SUCCEEDED gen=SUCCESS filter=SUCCESS count=SUCCESS"
+    );
+}
+
+#[test]
+fn a_streaming_slice_that_disappears_breaks_its_attempt() {
+    let mut w = world(chain(), vec![node("n1", true)]);
+    settle(&mut w);
+    w.slices.retain(|s| s.name != "p.filter-1");
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
+}
+
+#[test]
+fn a_paused_streaming_pipeline_stops_a_broken_attempt_and_starts_none() {
+    let mut spec = chain();
+    spec.steps[0].retries = 1;
+    let mut w = world(spec, vec![node("n1", true)]);
+    settle(&mut w);
+    edit(&mut w, |p| p.paused = true);
+    settle(&mut w);
+    assert_eq!(
+        active(&w),
+        ["p.count-1", "p.filter-1", "p.gen-1"],
+        "pausing keeps a healthy attempt running"
+    );
+    finish(&mut w, "p.gen-1", SlicePhase::Failed, 3);
+    settle(&mut w);
+    assert!(active(&w).is_empty(), "{:?}", active(&w));
+    assert_eq!(
+        summary(&w),
+        "PAUSED gen=ACTION_PENDING filter=ACTION_PENDING count=ACTION_PENDING"
+    );
+    edit(&mut w, |p| p.paused = false);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
+}
+
+#[test]
+fn a_success_of_a_streaming_step_stands_when_its_slice_is_removed() {
+    let mut w = world(chain(), vec![node("n1", true)]);
+    settle(&mut w);
+    finish(&mut w, "p.gen-1", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    w.slices.retain(|s| s.name != "p.gen-1");
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-1", "p.filter-1"]);
+    assert_eq!(
+        summary(&w),
+        "RUNNING gen=SUCCESS filter=RUNNING count=RUNNING"
+    );
+}
+
+#[test]
+fn skip_of_a_streaming_step_is_ignored() {
+    // Admission refuses it; a spec stored before the rule must not leave neighbours blocked.
+    let mut w = world(chain(), vec![node("n1", true)]);
+    settle(&mut w);
+    edit(&mut w, |p| p.steps[1].skip = true);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.count-1", "p.filter-1", "p.gen-1"]);
+    assert_eq!(
+        summary(&w),
+        "RUNNING gen=RUNNING filter=RUNNING count=RUNNING"
+    );
 }
 
 /// The stdin and stdout pipes of every slice the first reconcile creates.
@@ -775,6 +1043,8 @@ proptest! {
             if spec.mode == Mode::Streaming as i32 && !live.is_empty() {
                 prop_assert!(live.iter().all(|s| s.node == live[0].node),
                     "a streaming pipeline runs on one node: {:?}", live);
+                prop_assert!(live.iter().all(|s| s.attempt == live[0].attempt),
+                    "a streaming pipeline runs one attempt: {:?}", live);
             }
             if deleting {
                 prop_assert!(live.is_empty());
