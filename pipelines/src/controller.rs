@@ -89,8 +89,11 @@ pub fn slice_view(slice: &Object, pipeline: &str) -> SliceView {
         Ok(SliceStatusPhase::Failed) => SlicePhase::Failed,
         _ => SlicePhase::Pending,
     };
+    let (attempt, shard) =
+        plan::parse_slice_name(&metadata.name, pipeline, &step).unwrap_or((0, None));
     SliceView {
-        attempt: plan::attempt_of(&metadata.name, pipeline, &step).unwrap_or(0),
+        attempt,
+        shard,
         name: metadata.name,
         node: metadata.labels.get(LABEL_NODE).cloned().unwrap_or_default(),
         request: Amount::of_slice(spec.resources.as_ref()),
@@ -239,7 +242,7 @@ pub fn slice_object(pipeline: &Object, spec: &Pipeline, new: &NewSlice) -> Objec
     let slice = Slice {
         command: step.command.clone(),
         args: step.args.clone(),
-        env: step.env.clone(),
+        env: plan::slice_env(&step.env, new),
         working_dir: String::new(),
         resources: step.resources,
         isolation: step.isolation.clone(),

@@ -22,6 +22,20 @@
 //!   ACTION_PENDING until the pipeline is resumed.
 //! - A step starts once all its dependencies are SUCCESS or SKIPPED.
 //!
+//! # Parallel BATCH steps
+//! A BATCH step with `parallelism` N > 1 is an indexed job: shards `0..N`, each a slice named
+//! `<pipeline>.<step>-<attempt>.<index>` and told its index and N (`RUBE_SHARD_INDEX`,
+//! `RUBE_SHARDS`), each placed on its own.
+//! - A failed shard is **retried** alone while the step's failed slices, over all shards,
+//!   number at most `retries + retry_requests`; beyond that the step is FAILED and its shards
+//!   still running are stopped. A shard lost with its node is placed again: an attempt, not a
+//!   failure.
+//! - **Attempts** count every slice over all shards; the attempt in a new shard's name is one
+//!   more than the count before it (shards made together share it), so names never repeat.
+//! - The step is **SUCCESS** once every shard has a slice that succeeded; its status counts
+//!   `shards_succeeded` of `shards`. **Skip** stops every shard; **pause** keeps running
+//!   shards running and starts none.
+//!
 //! # STREAMING
 //! The steps are one gang: they run at once, joined by pipes, so no step's outcome means
 //! anything without the others'. A producer that dies makes its consumer see end-of-file and
@@ -54,7 +68,7 @@ use std::collections::HashMap;
 use rubeapi::runink::pipeline::Mode;
 use rubeapi::runink::pipeline_status::Phase;
 use rubeapi::runink::step_status::State;
-use rubeapi::runink::{Pipeline, StepStatus};
+use rubeapi::runink::{Pipeline, Step, StepStatus};
 
 use crate::schedule::Amount;
 
@@ -80,8 +94,11 @@ impl SlicePhase {
 pub struct SliceView {
     pub name: String,
     pub step: String,
-    /// From the name, `<pipeline>.<step>-<attempt>`; 0 when the name has another shape.
+    /// From the name, `<pipeline>.<step>-<attempt>[.<index>]`; 0 when the name has another
+    /// shape.
     pub attempt: u32,
+    /// From the name: the index of a shard of a parallel step (`None`: not a shard).
+    pub shard: Option<u32>,
     /// The `node` label.
     pub node: String,
     pub request: Amount,
@@ -94,14 +111,24 @@ pub struct SliceView {
     pub owner_uid: String,
 }
 
+/// One slice to make: of step `step` (its index in the spec), for shard `shard` of a parallel
+/// step (`None` for a step that is not sharded), with `attempt` in its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Start {
+    pub step: usize,
+    pub shard: Option<u32>,
+    pub attempt: u32,
+}
+
 /// Where the core leaves each step before scheduling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment {
-    /// One status per step, in spec order. A step in `ready` is PENDING here; the caller sets
-    /// it RUNNING once its slice is placed.
+    /// One status per step, in spec order. A step in `ready` is PENDING here (or RUNNING, a
+    /// parallel step with shards still running); the caller sets it RUNNING once a slice of it
+    /// is placed.
     pub steps: Vec<StepStatus>,
-    /// Indexes of the steps that should get a new slice now.
-    pub ready: Vec<usize>,
+    /// The slices that should be made now, in step order.
+    pub ready: Vec<Start>,
     /// Slices to delete: lost to a NOT_READY node, superseded by a later attempt, of a step
     /// that was skipped while it ran, or of a STREAMING attempt that broke.
     pub delete: Vec<String>,
@@ -151,81 +178,32 @@ fn assess_batch(
         ready: Vec::new(),
         delete: Vec::new(),
     };
-    // Whether step i wants a new slice once its dependencies allow.
-    let mut wants = vec![false; pipeline.steps.len()];
+    // What each step wants started once its dependencies allow.
+    let mut wants: Vec<Vec<Start>> = vec![Vec::new(); pipeline.steps.len()];
     for (i, step) in pipeline.steps.iter().enumerate() {
         let mine = by_step.remove(step.name.as_str()).unwrap_or_default();
         let before = recorded.get(step.name.as_str()).copied();
-        let mut status = StepStatus {
-            name: step.name.clone(),
-            attempts: mine
-                .iter()
-                .map(|s| s.attempt)
-                .chain(before.map(|b| b.attempts))
-                .max()
-                .unwrap_or(0),
-            ..Default::default()
+        let judged = if step.parallelism > 1 {
+            judge_sharded(step, before, &mine, node_ready)
+        } else {
+            judge_single(step, before, &mine, node_ready)
         };
-        let failures = mine
-            .iter()
-            .filter(|s| s.phase == SlicePhase::Failed)
-            .count();
-        let budget = step.retries as usize + step.retry_requests as usize;
-        let mut live: Vec<&SliceView> = mine.iter().copied().filter(|s| !s.deleting).collect();
-        live.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.name.cmp(&a.name)));
-        // Active slices go when they were superseded by a later attempt, lost with their node
-        // (counted as an attempt; the step is placed again elsewhere) or skipped. The step is
-        // then judged by the slices that stay.
-        let mut kept: Vec<&SliceView> = Vec::with_capacity(live.len());
-        for (k, slice) in live.into_iter().enumerate() {
-            if slice.phase.is_active() && (k > 0 || step.skip || !node_ready(&slice.node)) {
-                out.delete.push(slice.name.clone());
-            } else {
-                kept.push(slice);
-            }
-        }
-        match kept.first() {
-            Some(current) => {
-                status.slice = current.name.clone();
-                status.node = current.node.clone();
-                status.exit_code = current.exit_code;
-                status.message = current.message.clone();
-                match current.phase {
-                    SlicePhase::Succeeded => status.state = State::Success as i32,
-                    SlicePhase::Failed if step.skip => skipped(&mut status),
-                    SlicePhase::Failed if failures > budget => {
-                        status.state = State::Failed as i32;
-                        if status.message.is_empty() {
-                            status.message = match current.exit_code {
-                                Some(code) => format!("exit code {code}"),
-                                None => "failed".into(),
-                            };
-                        }
-                    }
-                    SlicePhase::Failed => wants[i] = true,
-                    SlicePhase::Pending | SlicePhase::Running => {
-                        status.state = State::Running as i32;
-                    }
-                }
-            }
-            None => match before {
-                Some(b) if b.state == State::Success as i32 => {
-                    // The slice of a success was removed: the success stands.
-                    status.state = State::Success as i32;
-                    status.slice = b.slice.clone();
-                    status.node = b.node.clone();
-                    status.exit_code = b.exit_code;
-                }
-                _ if step.skip => skipped(&mut status),
-                _ => wants[i] = true,
-            },
-        }
-        out.steps[i] = status;
+        out.steps[i] = judged.status;
+        out.delete.extend(judged.delete);
+        wants[i] = judged
+            .wants
+            .into_iter()
+            .map(|shard| Start {
+                step: i,
+                shard,
+                attempt: judged.attempt,
+            })
+            .collect();
     }
 
     // Dependencies, in an order where every step comes after those it depends on.
     for i in topological_order(pipeline, index) {
-        if !wants[i] {
+        if wants[i].is_empty() {
             continue;
         }
         let step = &pipeline.steps[i];
@@ -238,14 +216,270 @@ fn assess_batch(
             }
         });
         let status = &mut out.steps[i];
-        status.state = State::Pending as i32;
+        // A parallel step whose other shards run stays RUNNING while some wait.
+        let running = status.state == State::Running as i32;
+        if !running {
+            status.state = State::Pending as i32;
+        }
         match blocker {
             Some(reason) => status.message = reason,
+            None if pipeline.paused && running => {
+                let shards: Vec<String> = wants[i]
+                    .iter()
+                    .filter_map(|s| s.shard.map(|k| k.to_string()))
+                    .collect();
+                status.message = format!(
+                    "paused: resume the pipeline to start shards {}",
+                    shards.join(", ")
+                );
+            }
             None if pipeline.paused => paused(status),
-            None => out.ready.push(i),
+            None => out.ready.append(&mut wants[i]),
         }
     }
     out
+}
+
+/// One BATCH step judged: its status, the slices of it to delete, and what it wants started.
+struct Judged {
+    status: StepStatus,
+    delete: Vec<String>,
+    /// The shards (`None`: the step itself) that want a new slice.
+    wants: Vec<Option<u32>>,
+    /// The attempt in the names of those slices.
+    attempt: u32,
+}
+
+/// A step without parallelism: judged by its latest slice.
+fn judge_single(
+    step: &Step,
+    before: Option<&StepStatus>,
+    mine: &[&SliceView],
+    node_ready: &impl Fn(&str) -> bool,
+) -> Judged {
+    let mut status = StepStatus {
+        name: step.name.clone(),
+        attempts: mine
+            .iter()
+            .map(|s| s.attempt)
+            .chain(before.map(|b| b.attempts))
+            .max()
+            .unwrap_or(0),
+        ..Default::default()
+    };
+    let mut delete = Vec::new();
+    // Shards (left from an earlier parallelism) are no slice of the step as it is now.
+    let (shards, mine): (Vec<&SliceView>, Vec<&SliceView>) =
+        mine.iter().copied().partition(|s| s.shard.is_some());
+    for shard in shards {
+        if !shard.deleting && shard.phase.is_active() {
+            delete.push(shard.name.clone());
+        }
+    }
+    let failures = mine
+        .iter()
+        .filter(|s| s.phase == SlicePhase::Failed)
+        .count();
+    let budget = step.retries as usize + step.retry_requests as usize;
+    let mut live: Vec<&SliceView> = mine.iter().copied().filter(|s| !s.deleting).collect();
+    live.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.name.cmp(&a.name)));
+    // Active slices go when they were superseded by a later attempt, lost with their node
+    // (counted as an attempt; the step is placed again elsewhere) or skipped. The step is
+    // then judged by the slices that stay.
+    let mut kept: Vec<&SliceView> = Vec::with_capacity(live.len());
+    for (k, slice) in live.into_iter().enumerate() {
+        if slice.phase.is_active() && (k > 0 || step.skip || !node_ready(&slice.node)) {
+            delete.push(slice.name.clone());
+        } else {
+            kept.push(slice);
+        }
+    }
+    let mut wants = false;
+    match kept.first() {
+        Some(current) => {
+            status.slice = current.name.clone();
+            status.node = current.node.clone();
+            status.exit_code = current.exit_code;
+            status.message = current.message.clone();
+            match current.phase {
+                SlicePhase::Succeeded => status.state = State::Success as i32,
+                SlicePhase::Failed if step.skip => skipped(&mut status),
+                SlicePhase::Failed if failures > budget => {
+                    status.state = State::Failed as i32;
+                    if status.message.is_empty() {
+                        status.message = failure_message(current.exit_code);
+                    }
+                }
+                SlicePhase::Failed => wants = true,
+                SlicePhase::Pending | SlicePhase::Running => {
+                    status.state = State::Running as i32;
+                }
+            }
+        }
+        None => match before {
+            Some(b) if b.state == State::Success as i32 => {
+                // The slice of a success was removed: the success stands.
+                status.state = State::Success as i32;
+                status.slice = b.slice.clone();
+                status.node = b.node.clone();
+                status.exit_code = b.exit_code;
+            }
+            _ if step.skip => skipped(&mut status),
+            _ => wants = true,
+        },
+    }
+    let attempt = status.attempts + 1;
+    Judged {
+        status,
+        delete,
+        wants: if wants { vec![None] } else { Vec::new() },
+        attempt,
+    }
+}
+
+/// A BATCH step with parallelism N > 1, an indexed job: shards `0..N`, each judged by its
+/// latest slice like a step of its own, with one budget of failures for the whole step.
+///
+/// - A shard whose latest slice FAILED gets a new slice, alone, while the step's failed slices
+///   (over all shards) number at most `retries + retry_requests`; beyond that the step is
+///   FAILED and its shards still running are stopped.
+/// - A shard lost with its node is placed again, as a new attempt and not as a failure.
+/// - The step is SUCCESS once every shard has a slice that succeeded; skip stops every shard
+///   still running (a step whose shards all succeeded stays SUCCESS).
+/// - `attempts` counts the slices made for the step, over all shards. The attempt in a new
+///   shard's name is one more than that count, as for a step that is not sharded, and the
+///   shards made together share it: the count only grows, so no name is used twice, even
+///   when a slice was removed before its successor could be placed.
+/// - Slices that are no shard of `0..N` (left from another parallelism) are stopped and
+///   count for nothing but `attempts`.
+fn judge_sharded(
+    step: &Step,
+    before: Option<&StepStatus>,
+    mine: &[&SliceView],
+    node_ready: &impl Fn(&str) -> bool,
+) -> Judged {
+    let n = step.parallelism as usize;
+    let mut status = StepStatus {
+        name: step.name.clone(),
+        attempts: mine
+            .iter()
+            .map(|s| s.attempt)
+            .chain(before.map(|b| b.attempts))
+            .chain([mine.len() as u32])
+            .max()
+            .unwrap_or(0),
+        shards: step.parallelism,
+        ..Default::default()
+    };
+    let attempt = status.attempts + 1;
+    let shard_of = |s: &SliceView| s.shard.map(|k| k as usize).filter(|&k| k < n);
+    let mut delete = Vec::new();
+    let failures = mine
+        .iter()
+        .filter(|s| s.phase == SlicePhase::Failed && shard_of(s).is_some())
+        .count();
+    let budget = step.retries as usize + step.retry_requests as usize;
+    let mut live: Vec<&SliceView> = mine.iter().copied().filter(|s| !s.deleting).collect();
+    live.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.name.cmp(&a.name)));
+    // Per shard, as for a step: active slices go when superseded, lost or skipped; the
+    // shard is judged by its latest slice that stays.
+    let mut seen = vec![false; n];
+    let mut latest: Vec<Option<&SliceView>> = vec![None; n];
+    // The newest finished slice of each shard: what names the failure of a FAILED step, the
+    // same before and after its running shards are stopped.
+    let mut finished: Vec<Option<&SliceView>> = vec![None; n];
+    for slice in live {
+        let Some(k) = shard_of(slice) else {
+            if slice.phase.is_active() {
+                delete.push(slice.name.clone());
+            }
+            continue;
+        };
+        if !slice.phase.is_active() && finished[k].is_none() {
+            finished[k] = Some(slice);
+        }
+        let superseded = std::mem::replace(&mut seen[k], true);
+        if slice.phase.is_active() && (superseded || step.skip || !node_ready(&slice.node)) {
+            delete.push(slice.name.clone());
+        } else if latest[k].is_none() {
+            latest[k] = Some(slice);
+        }
+    }
+    // Some slices of a success were removed: the success stands, unless a slice that stays
+    // says otherwise.
+    let stands = before.is_some_and(|b| b.state == State::Success as i32)
+        && latest
+            .iter()
+            .flatten()
+            .all(|s| s.phase == SlicePhase::Succeeded);
+    let done = |k: usize| latest[k].map_or(stands, |s| s.phase == SlicePhase::Succeeded);
+    status.shards_succeeded = (0..n).filter(|&k| done(k)).count() as u32;
+    // The latest slice of any shard names the step's whereabouts.
+    if let Some(s) = latest.iter().flatten().max_by_key(|s| (s.attempt, s.shard)) {
+        status.slice = s.name.clone();
+        status.node = s.node.clone();
+    } else if let Some(b) = before {
+        status.slice = b.slice.clone();
+        status.node = b.node.clone();
+    }
+    let failed: Vec<usize> = (0..n)
+        .filter(|&k| latest[k].is_some_and(|s| s.phase == SlicePhase::Failed))
+        .collect();
+    let mut wants = Vec::new();
+    if status.shards_succeeded as usize == n {
+        status.state = State::Success as i32;
+    } else if step.skip {
+        skipped(&mut status);
+    } else if !failed.is_empty() && failures > budget {
+        // Failed beyond the budget: the shards still running are stopped.
+        for s in latest.iter().flatten() {
+            if s.phase.is_active() {
+                delete.push(s.name.clone());
+            }
+        }
+        // The most recent failure names the step's.
+        let (k, s) = finished
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| s.filter(|s| s.phase == SlicePhase::Failed).map(|s| (k, s)))
+            .max_by_key(|(k, s)| (s.attempt, *k))
+            .expect("a failed shard has a finished slice");
+        status.state = State::Failed as i32;
+        status.slice = s.name.clone();
+        status.node = s.node.clone();
+        status.exit_code = s.exit_code;
+        let why = if s.message.is_empty() {
+            failure_message(s.exit_code)
+        } else {
+            s.message.clone()
+        };
+        status.message = format!("shard {k}: {why}");
+    } else {
+        let mut running = false;
+        for (k, slice) in latest.iter().enumerate() {
+            match slice {
+                Some(s) if s.phase.is_active() => running = true,
+                _ if done(k) => {}
+                _ => wants.push(Some(k as u32)),
+            }
+        }
+        if running {
+            status.state = State::Running as i32;
+        }
+    }
+    Judged {
+        status,
+        delete,
+        wants,
+        attempt,
+    }
+}
+
+fn failure_message(exit_code: Option<i32>) -> String {
+    match exit_code {
+        Some(code) => format!("exit code {code}"),
+        None => "failed".into(),
+    }
 }
 
 /// How a step's slice of the current STREAMING attempt ended up.
@@ -283,7 +517,8 @@ fn assess_streaming(
     let live: Vec<&SliceView> = slices.iter().filter(|s| !s.deleting).collect();
     let mut current: Vec<Option<&SliceView>> = vec![None; n];
     for slice in &live {
-        if slice.attempt == 0 || slice.attempt != attempt {
+        // Shards are no slices of a STREAMING step (admission refuses its parallelism).
+        if slice.attempt == 0 || slice.attempt != attempt || slice.shard.is_some() {
             continue;
         }
         if let Some(&i) = index.get(slice.step.as_str())
@@ -379,7 +614,11 @@ fn assess_streaming(
             if pipeline.paused {
                 paused(status);
             } else {
-                out.ready.push(i);
+                out.ready.push(Start {
+                    step: i,
+                    shard: None,
+                    attempt: attempt + 1,
+                });
             }
         }
         return out;

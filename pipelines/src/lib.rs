@@ -4,13 +4,15 @@
 //! - [`dag`]: the DAG core. Step states (rnr's PENDING, RUNNING, SUCCESS, FAILED, SKIPPED,
 //!   ACTION_PENDING) from the spec, the slices and the recorded status; retries, a user's
 //!   retry, skip, pause, slices lost with their node; which steps may start; the phase. BATCH
-//!   steps one by one, a STREAMING pipeline as one gang with one attempt number. Pure.
+//!   steps one by one (a parallel step shard by shard, like an indexed job), a STREAMING
+//!   pipeline as one gang with one attempt number. Pure.
 //! - [`schedule`]: the scheduler. Which node a slice goes to: ready, schedulable, labels
 //!   matching the node selector, free capacity, the Herd quota, spreading with a
 //!   deterministic tie-break; a STREAMING pipeline all on one node. Pure.
 //! - [`plan`]: the two together for one pipeline: slices to create (named
-//!   `<pipeline>.<step>-<attempt>`, pipes `<pipeline>_<step>-<attempt>` wired) and delete, and
-//!   the status. Pure.
+//!   `<pipeline>.<step>-<attempt>`, shards `<pipeline>.<step>-<attempt>.<index>` with their
+//!   index in the environment, pipes `<pipeline>_<step>-<attempt>` wired) and delete, and the
+//!   status. Pure.
 //! - [`controller`]: [`PipelineController`], the `controllers::Controller` for every
 //!   `runink.Pipeline`: observe (apiserver reads), the pure `reconcile` and its model `apply`,
 //!   execute (puts, deletes, status), the finalizer that holds a deleted pipeline until its

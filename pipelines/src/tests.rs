@@ -651,6 +651,289 @@ fn skip_of_a_streaming_step_is_ignored() {
     );
 }
 
+// Parallel BATCH steps: shards, like an indexed job.
+
+/// `split` with `shards` shards between `fetch` and `merge`; `fetch` already succeeded.
+fn sharded(shards: u32, retries: u32) -> Observed {
+    let mut split = step("split", &["fetch"]);
+    split.parallelism = shards;
+    split.retries = retries;
+    let spec = Pipeline {
+        mode: Mode::Batch as i32,
+        steps: vec![step("fetch", &[]), split, step("merge", &["split"])],
+        ..Default::default()
+    };
+    let mut w = world(spec, vec![node("n1", true), node("n2", true)]);
+    settle(&mut w);
+    finish(&mut w, "p.fetch-1", SlicePhase::Succeeded, 0);
+    w
+}
+
+fn shards_of(world: &Observed, step: usize) -> (u32, u32, u32) {
+    let s = &status(world).steps[step];
+    (s.shards_succeeded, s.shards, s.attempts)
+}
+
+#[test]
+fn a_parallel_step_runs_one_slice_per_shard_spread_over_the_nodes() {
+    let mut w = sharded(3, 0);
+    edit(&mut w, |p| {
+        p.steps[1].env = HashMap::from([
+            ("RUBE_SHARDS".to_owned(), "99".to_owned()),
+            ("MINE".to_owned(), "kept".to_owned()),
+        ]);
+    });
+    let effects = reconcile(&w);
+    let envs: BTreeMap<String, BTreeMap<String, String>> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CreateSlice(o) => {
+                let s: rubeapi::runink::Slice = o.spec_as().unwrap();
+                Some((o.name().to_owned(), s.env.into_iter().collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    let env = |index: &str| {
+        BTreeMap::from([
+            ("MINE".to_owned(), "kept".to_owned()),
+            ("RUBE_SHARDS".to_owned(), "3".to_owned()),
+            ("RUBE_SHARD_INDEX".to_owned(), index.to_owned()),
+        ])
+    };
+    assert_eq!(
+        envs,
+        BTreeMap::from([
+            ("p.split-1.0".to_owned(), env("0")),
+            ("p.split-1.1".to_owned(), env("1")),
+            ("p.split-1.2".to_owned(), env("2")),
+        ]),
+        "each shard is told its index and the count; ours win over the step's env"
+    );
+    w = apply(&w, &effects);
+    settle(&mut w);
+    let nodes: Vec<&str> = w
+        .slices
+        .iter()
+        .filter(|s| s.step == "split")
+        .map(|s| s.node.as_str())
+        .collect();
+    assert_eq!(
+        nodes,
+        ["n1", "n2", "n1"],
+        "shards are placed one by one, spread"
+    );
+    assert_eq!(
+        summary(&w),
+        "RUNNING fetch=SUCCESS split=RUNNING merge=PENDING"
+    );
+    assert_eq!(shards_of(&w, 1), (0, 3, 3));
+    finish(&mut w, "p.split-1.0", SlicePhase::Succeeded, 0);
+    finish(&mut w, "p.split-1.2", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    assert_eq!(shards_of(&w, 1), (2, 3, 3));
+    assert_eq!(active(&w), ["p.split-1.1"], "merge waits for every shard");
+    assert_eq!(status(&w).steps[2].message, "waiting for 'split'");
+    finish(&mut w, "p.split-1.1", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    assert_eq!(shards_of(&w, 1), (3, 3, 3));
+    assert_eq!(active(&w), ["p.merge-1"]);
+    assert_eq!(
+        (
+            status(&w).steps[2].shards,
+            status(&w).steps[2].shards_succeeded
+        ),
+        (0, 0),
+        "a step that is not sharded says nothing of shards"
+    );
+}
+
+#[test]
+fn a_failed_shard_is_retried_alone_until_the_step_budget_is_spent() {
+    let mut w = sharded(3, 1);
+    settle(&mut w);
+    finish(&mut w, "p.split-1.0", SlicePhase::Failed, 3);
+    settle(&mut w);
+    assert_eq!(
+        active(&w),
+        ["p.split-1.1", "p.split-1.2", "p.split-4.0"],
+        "only the failed shard gets a new slice, named after the count of slices before it"
+    );
+    assert_eq!(shards_of(&w, 1), (0, 3, 4));
+    assert_eq!(status(&w).steps[1].slice, "p.split-4.0", "the latest slice");
+    // A second failure, in another shard, spends the budget (one retry for the step): the
+    // shards still running are stopped.
+    finish(&mut w, "p.split-1.2", SlicePhase::Succeeded, 0);
+    finish(&mut w, "p.split-1.1", SlicePhase::Failed, 4);
+    let effects = reconcile(&w);
+    assert!(
+        effects.contains(&Effect::DeleteSlice("p.split-4.0".into())),
+        "{effects:?}"
+    );
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert!(active(&w).is_empty());
+    assert_eq!(
+        summary(&w),
+        "FAILED fetch=SUCCESS split=FAILED merge=PENDING"
+    );
+    let split = &status(&w).steps[1];
+    assert_eq!(split.message, "shard 1: exit code 4");
+    assert_eq!(
+        (split.slice.as_str(), split.exit_code),
+        ("p.split-1.1", Some(4))
+    );
+    assert_eq!(shards_of(&w, 1), (1, 3, 4));
+    // A user's retry buys one more failure: the shards that have not succeeded start again.
+    edit(&mut w, |p| p.steps[1].retry_requests = 1);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-5.0", "p.split-5.1"]);
+    finish(&mut w, "p.split-5.0", SlicePhase::Succeeded, 0);
+    finish(&mut w, "p.split-5.1", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    assert_eq!(
+        summary(&w),
+        "RUNNING fetch=SUCCESS split=SUCCESS merge=RUNNING"
+    );
+    assert_eq!(shards_of(&w, 1), (3, 3, 6));
+}
+
+#[test]
+fn a_shard_lost_with_its_node_is_placed_again_as_an_attempt_not_a_failure() {
+    let mut w = sharded(2, 0);
+    settle(&mut w);
+    let on_n1: Vec<String> = w
+        .slices
+        .iter()
+        .filter(|s| s.step == "split" && s.node == "n1")
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(on_n1, ["p.split-1.0"]);
+    w.nodes[0].ready = false;
+    let effects = reconcile(&w);
+    assert!(
+        effects.contains(&Effect::DeleteSlice("p.split-1.0".into())),
+        "{effects:?}"
+    );
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-1.1", "p.split-3.0"]);
+    assert!(w.slices.iter().all(|s| s.step != "split" || s.node == "n2"));
+    assert_eq!(shards_of(&w, 1), (0, 2, 3));
+    // No retries, and yet it may still succeed: the loss was no failure.
+    finish(&mut w, "p.split-1.1", SlicePhase::Succeeded, 0);
+    finish(&mut w, "p.split-3.0", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    assert_eq!(
+        summary(&w),
+        "RUNNING fetch=SUCCESS split=SUCCESS merge=RUNNING"
+    );
+}
+
+#[test]
+fn shard_names_are_never_used_twice() {
+    // Both shards are lost and cannot be placed at once: the record still knows their names.
+    let mut w = sharded(2, 0);
+    w.nodes.truncate(1);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-1.0", "p.split-1.1"]);
+    w.nodes[0].ready = false;
+    settle(&mut w);
+    assert!(active(&w).is_empty());
+    assert!(w.slices.iter().all(|s| s.step != "split"));
+    assert_eq!(shards_of(&w, 1), (0, 2, 2));
+    w.nodes[0].ready = true;
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-3.0", "p.split-3.1"]);
+    assert_eq!(shards_of(&w, 1), (0, 2, 4));
+}
+
+#[test]
+fn skipping_a_parallel_step_stops_every_shard() {
+    let mut w = sharded(3, 0);
+    settle(&mut w);
+    finish(&mut w, "p.split-1.1", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    edit(&mut w, |p| p.steps[1].skip = true);
+    let effects = reconcile(&w);
+    for name in ["p.split-1.0", "p.split-1.2"] {
+        assert!(
+            effects.contains(&Effect::DeleteSlice(name.into())),
+            "{name}: {effects:?}"
+        );
+    }
+    w = apply(&w, &effects);
+    settle(&mut w);
+    assert_eq!(
+        summary(&w),
+        "RUNNING fetch=SUCCESS split=SKIPPED merge=RUNNING"
+    );
+    assert_eq!(active(&w), ["p.merge-1"]);
+}
+
+#[test]
+fn a_paused_parallel_step_keeps_its_shards_running_and_starts_none() {
+    let mut w = sharded(2, 1);
+    settle(&mut w);
+    edit(&mut w, |p| p.paused = true);
+    finish(&mut w, "p.split-1.0", SlicePhase::Failed, 1);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-1.1"]);
+    assert_eq!(
+        summary(&w),
+        "PAUSED fetch=SUCCESS split=RUNNING merge=PENDING"
+    );
+    assert_eq!(
+        status(&w).steps[1].message,
+        "paused: resume the pipeline to start shards 0"
+    );
+    edit(&mut w, |p| p.paused = false);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-1.1", "p.split-3.0"]);
+}
+
+#[test]
+fn a_parallel_step_waits_for_room_shard_by_shard() {
+    let mut w = sharded(3, 0);
+    w.quota = Some(Quota {
+        max_slices: 2,
+        ..Default::default()
+    });
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-1.0", "p.split-1.1"]);
+    assert_eq!(
+        status(&w).steps[1].message,
+        "waiting for quota: herd 'herd' has no room for more slices"
+    );
+    assert_eq!(
+        summary(&w),
+        "RUNNING fetch=SUCCESS split=RUNNING merge=PENDING"
+    );
+    finish(&mut w, "p.split-1.0", SlicePhase::Succeeded, 0);
+    settle(&mut w);
+    assert_eq!(active(&w), ["p.split-1.1", "p.split-3.2"]);
+}
+
+#[test]
+fn slice_names_parse_back() {
+    use crate::plan::{parse_slice_name, shard_name, slice_name};
+    assert_eq!(slice_name("p", "a-1", 2), "p.a-1-2");
+    assert_eq!(shard_name("p", "a-1", 2, 7), "p.a-1-2.7");
+    assert_eq!(parse_slice_name("p.a-1-2", "p", "a-1"), Some((2, None)));
+    assert_eq!(
+        parse_slice_name("p.a-1-2.7", "p", "a-1"),
+        Some((2, Some(7)))
+    );
+    assert_eq!(parse_slice_name("p.a-1-2", "p", "a"), None);
+    assert_eq!(parse_slice_name("p.a-+2", "p", "a"), None);
+    assert_eq!(parse_slice_name("p.a-2.", "p", "a"), None);
+    // Pipeline names may hold dots.
+    assert_eq!(
+        parse_slice_name("my.p.a-3.1", "my.p", "a"),
+        Some((3, Some(1)))
+    );
+}
+
 /// The stdin and stdout pipes of every slice the first reconcile creates.
 fn reconcile_creates(w: &Observed) -> HashMap<String, (String, String)> {
     reconcile(w)
@@ -866,7 +1149,7 @@ fn arb_world() -> impl Strategy<Value = Observed> {
         .prop_flat_map(|n| {
             (
                 Just(n),
-                prop::collection::vec((any::<u8>(), any::<bool>(), 0u32..3, 0u32..3), n),
+                prop::collection::vec((any::<u8>(), any::<bool>(), 0u32..3, 0u32..3, 0u32..4), n),
                 any::<bool>(),
                 any::<bool>(),
                 prop::collection::vec(
@@ -877,6 +1160,7 @@ fn arb_world() -> impl Strategy<Value = Observed> {
                         0usize..3,
                         any::<bool>(),
                         any::<bool>(),
+                        prop::option::of(0u32..4),
                     ),
                     0..8,
                 ),
@@ -907,30 +1191,33 @@ fn arb_world() -> impl Strategy<Value = Observed> {
                     steps: steps
                         .iter()
                         .enumerate()
-                        .map(|(i, (deps, skip, retries, retry_requests))| Step {
-                            name: names[i].clone(),
-                            command: "/bin/true".into(),
-                            depends_on: if streaming {
-                                if i > 0 {
-                                    vec![names[i - 1].clone()]
+                        .map(
+                            |(i, (deps, skip, retries, retry_requests, parallelism))| Step {
+                                name: names[i].clone(),
+                                command: "/bin/true".into(),
+                                depends_on: if streaming {
+                                    if i > 0 {
+                                        vec![names[i - 1].clone()]
+                                    } else {
+                                        vec![]
+                                    }
                                 } else {
-                                    vec![]
-                                }
-                            } else {
-                                (0..i)
-                                    .filter(|j| deps & (1 << j) != 0)
-                                    .map(|j| names[j].clone())
-                                    .collect()
-                            },
-                            skip: *skip && !streaming,
-                            retries: *retries,
-                            retry_requests: *retry_requests,
-                            resources: Some(Resources {
-                                cpu_millis: 1000,
+                                    (0..i)
+                                        .filter(|j| deps & (1 << j) != 0)
+                                        .map(|j| names[j].clone())
+                                        .collect()
+                                },
+                                skip: *skip && !streaming,
+                                parallelism: if streaming { 0 } else { *parallelism },
+                                retries: *retries,
+                                retry_requests: *retry_requests,
+                                resources: Some(Resources {
+                                    cpu_millis: 1000,
+                                    ..Default::default()
+                                }),
                                 ..Default::default()
-                            }),
-                            ..Default::default()
-                        })
+                            },
+                        )
                         .collect(),
                     ..Default::default()
                 };
@@ -974,12 +1261,16 @@ fn arb_world() -> impl Strategy<Value = Observed> {
                 let mut seen = std::collections::HashSet::new();
                 let slices = slices
                     .into_iter()
-                    .filter(|(step, attempt, ..)| seen.insert((*step, *attempt)))
+                    .filter(|(step, attempt, .., shard)| seen.insert((*step, *attempt, *shard)))
                     .map(
-                        |(step, attempt, phase, node, slice_deleting, orphan)| SliceView {
-                            name: format!("p.{}-{attempt}", names[step]),
+                        |(step, attempt, phase, node, slice_deleting, orphan, shard)| SliceView {
+                            name: match shard {
+                                Some(k) => format!("p.{}-{attempt}.{k}", names[step]),
+                                None => format!("p.{}-{attempt}", names[step]),
+                            },
                             step: names[step].clone(),
                             attempt,
+                            shard,
                             node: format!("n{}", if streaming { streaming_node } else { node }),
                             request: Amount {
                                 cpu_millis: 1000,
@@ -1037,8 +1328,17 @@ proptest! {
                     w.nodes.iter().any(|n| n.name == s.node && n.ready),
                     "{} runs on a node that is not ready", s.name
                 );
-                prop_assert_eq!(live.iter().filter(|o| o.step == s.step).count(), 1,
-                    "step {} has one active slice", &s.step);
+                prop_assert_eq!(
+                    live.iter().filter(|o| o.step == s.step && o.shard == s.shard).count(), 1,
+                    "step {} has one active slice per shard", &s.step);
+                let step = spec.steps.iter().find(|t| t.name == s.step).unwrap();
+                let sharded = spec.mode == Mode::Batch as i32 && step.parallelism > 1;
+                prop_assert!(
+                    match s.shard {
+                        Some(k) => sharded && k < step.parallelism,
+                        None => !sharded,
+                    },
+                    "{} is a slice of step {} as it is now", s.name, &s.step);
             }
             if spec.mode == Mode::Streaming as i32 && !live.is_empty() {
                 prop_assert!(live.iter().all(|s| s.node == live[0].node),

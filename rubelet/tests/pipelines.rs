@@ -6,6 +6,8 @@
 //! - a diamond DAG runs in order across two nodes, with the right output;
 //! - a failing step fails the pipeline, retries heal a flaky one, `ructl pipeline` skips,
 //!   retries, pauses and resumes;
+//! - a parallel step runs its shards across both nodes, each knowing its index, and retries a
+//!   failed one alone;
 //! - a STREAMING pipeline counts exactly, also when its producer dies mid-stream on the first
 //!   attempt (the whole pipeline starts again), and a slow consumer holds back a fast producer
 //!   with bounded memory;
@@ -371,6 +373,85 @@ async fn a_diamond_runs_in_order_across_two_nodes_with_the_right_output() {
             "step {name}:\n{table}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_step_runs_its_shards_across_two_nodes_and_retries_one_alone() {
+    if !root_or_skip("a_parallel_step_runs_its_shards_across_two_nodes_and_retries_one_alone") {
+        return;
+    }
+    let cluster = Cluster::start("shards", &[("w1", BOTH), ("w2", BOTH)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // Each shard writes its index and the count to a file of its own; shard 1 fails the first
+    // time. The next step checks that all three are there.
+    let mut shard = step(
+        "shard",
+        &format!(
+            "echo $RUBE_SHARD_INDEX >> {d}/runs; \
+             if [ $RUBE_SHARD_INDEX = 1 ] && [ ! -e {d}/marker ]; then touch {d}/marker; exit 5; fi; \
+             echo \"$RUBE_SHARD_INDEX of $RUBE_SHARDS\" > {d}/shard.$RUBE_SHARD_INDEX"
+        ),
+        &[],
+    );
+    shard.parallelism = 3;
+    shard.retries = 1;
+    let check = step(
+        "check",
+        &format!(
+            "for i in 0 1 2; do [ \"$(cat {d}/shard.$i)\" = \"$i of 3\" ] || exit 1; done; \
+             echo ok > {d}/check.out"
+        ),
+        &["shard"],
+    );
+    cluster.put("shards", &batch(vec![shard, check])).await;
+    let status = cluster.wait("shards", "SUCCEEDED", succeeded).await;
+
+    assert_eq!(read(&dir.path().join("check.out")), "ok\n");
+    let mut runs: Vec<String> = read(&dir.path().join("runs"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    runs.sort();
+    assert_eq!(runs, ["0", "1", "1", "2"], "only shard 1 ran twice");
+    let s = step_status(&status, "shard");
+    assert_eq!(s.state, State::Success as i32, "{s:?}");
+    assert_eq!((s.shards, s.shards_succeeded), (3, 3), "{s:?}");
+    assert_eq!(s.attempts, 4, "three shards and one retry: {s:?}");
+    assert_eq!(
+        s.slice, "shards.shard-4.1",
+        "the retry is the latest slice: {s:?}"
+    );
+    // The first three were placed together, spread; the retry went wherever was freest then.
+    let mut nodes = BTreeSet::new();
+    for (slice, phase) in [
+        ("shards.shard-1.0", SlicePhase::Succeeded),
+        ("shards.shard-1.1", SlicePhase::Failed),
+        ("shards.shard-1.2", SlicePhase::Succeeded),
+        ("shards.shard-4.1", SlicePhase::Succeeded),
+    ] {
+        let status = cluster.slice_status(slice).await.expect("the slice");
+        assert_eq!(status.phase, phase as i32, "{slice}: {status:?}");
+        if slice.contains("-1.") {
+            nodes.insert(status.node);
+        }
+    }
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["w1".to_owned(), "w2".to_owned()]),
+        "the shards were spread over both nodes"
+    );
+
+    let table = cluster.ructl(&["pipeline", "status", "-n", HERD, "shards"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("shard "))
+        .unwrap_or_else(|| panic!("no row for shard:\n{table}"));
+    assert_eq!(
+        row.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["shard", "SUCCESS", "3/3"],
+        "{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,7 +224,8 @@ fn state_name(status: Option<&StepStatus>) -> &'static str {
 }
 
 /// A header line, then one row per step in spec order (dependencies first, as admission
-/// keeps no cycle): its state, attempts, node, slice, what it depends on and the message.
+/// keeps no cycle): its state (with `succeeded/shards` for a parallel step), attempts, node,
+/// slice, what it depends on and the message.
 pub fn render_table(object: &Object, spec: &Pipeline, status: &PipelineStatus) -> String {
     let mode = Mode::try_from(spec.mode).map_or("-", |m| m.as_str_name());
     let phase = Phase::try_from(status.phase)
@@ -250,6 +251,9 @@ pub fn render_table(object: &Object, spec: &Pipeline, status: &PipelineStatus) -
             step.depends_on.join(",")
         };
         let mut state = state_name(s).to_owned();
+        if let Some(s) = s.filter(|s| s.shards > 0) {
+            let _ = write!(state, " {}/{}", s.shards_succeeded, s.shards);
+        }
         if step.skip && state != "SKIPPED" {
             state.push_str(" (skip)");
         }
@@ -362,6 +366,7 @@ mod tests {
             attempts,
             exit_code: None,
             message: message.into(),
+            ..Default::default()
         };
         let mut failed = state("stats", State::Failed, 2, "n2", "");
         failed.exit_code = Some(3);
@@ -390,6 +395,30 @@ mod tests {
             report  PENDING        0         -     -                  split,stats  waiting for 'split'
         "#]]
         .assert_eq(&render_table(&object, &spec, &status));
+    }
+
+    #[test]
+    fn a_parallel_step_shows_how_many_of_its_shards_succeeded() {
+        let (object, mut spec, mut status) = example();
+        spec.steps[1].parallelism = 4;
+        let split = &mut status.steps[1];
+        (split.shards, split.shards_succeeded) = (4, 3);
+        (split.attempts, split.slice) = (5, "wordcount.split-2.1".into());
+        let table = render_table(&object, &spec, &status);
+        let row = table.lines().find(|l| l.starts_with("split")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "split",
+                "RUNNING",
+                "3/4",
+                "5",
+                "n2",
+                "wordcount.split-2.1",
+                "fetch"
+            ],
+            "{table}"
+        );
     }
 
     #[test]

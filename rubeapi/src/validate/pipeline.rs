@@ -11,15 +11,20 @@ use crate::runink::{Pipeline, Step};
 
 use super::Invalid;
 
-/// The longest step name. Slices are named `<pipeline>.<step>-<attempt>`, and the last DNS
-/// label of that name (`<step>-<attempt>`) must stay within 63 characters for any attempt.
+/// The longest step name. Slices are named `<pipeline>.<step>-<attempt>` (shards of a
+/// parallel step `<pipeline>.<step>-<attempt>.<index>`), and the DNS label `<step>-<attempt>`
+/// must stay within 63 characters for any attempt.
 pub const MAX_STEP_NAME: usize = 52;
 
+/// The most shards a parallel step may have. Each is a slice of its own, made at once when
+/// the step starts; more than this is a mistake rather than a plan.
+pub const MAX_PARALLELISM: u32 = 1000;
+
 /// Refuses a pipeline without steps, with a step name that is not a DNS label (of at most
-/// [`MAX_STEP_NAME`] characters) or is used twice, a step without a command, an unknown or
-/// repeated dependency, a cycle, parallelism above 1, or a STREAMING pipeline whose steps do
-/// not form chains (each step reads from at most one step and feeds at most one) or skips a
-/// step.
+/// [`MAX_STEP_NAME`] characters) or is used twice, a step without a command, parallelism
+/// above [`MAX_PARALLELISM`], an unknown or repeated dependency, a cycle, or a STREAMING
+/// pipeline whose steps do not form chains (each step reads from at most one step and feeds
+/// at most one), skips a step or runs one with parallelism above 1.
 pub fn validate(pipeline: &Pipeline) -> Result<(), Invalid> {
     if pipeline.steps.is_empty() {
         return Err(Invalid::new("steps", "a pipeline needs at least one step"));
@@ -39,12 +44,12 @@ pub fn validate(pipeline: &Pipeline) -> Result<(), Invalid> {
                 format!("step '{}' has no command", step.name),
             ));
         }
-        if step.parallelism > 1 {
+        if step.parallelism > MAX_PARALLELISM {
             return Err(Invalid::new(
                 format!("steps[{i}].parallelism"),
                 format!(
-                    "{} instances of one step are not supported yet: use 0 or 1",
-                    step.parallelism
+                    "{} shards of step '{}' are more than the limit of {MAX_PARALLELISM}",
+                    step.parallelism, step.name
                 ),
             ));
         }
@@ -158,7 +163,8 @@ fn find_cycle<'a>(steps: &'a [Step], index: &HashMap<&str, usize>) -> Option<Vec
 }
 
 /// STREAMING wires each step's stdout to the stdin of the step that depends on it, through
-/// one FIFO each: so a step can read from one step and feed one step, and no step may be
+/// one FIFO each: so a step can read from one step and feed one step, runs as one slice (the
+/// FIFO has one reader and one writer, so shards could not share it), and no step may be
 /// skipped (its neighbours would wait on its pipes forever).
 fn check_streaming(steps: &[Step]) -> Result<(), Invalid> {
     let mut fed_by: HashMap<&str, &str> = HashMap::new();
@@ -181,6 +187,16 @@ fn check_streaming(steps: &[Step]) -> Result<(), Invalid> {
                 format!(
                     "streaming step '{source}' already feeds '{other}'; it has one stdout, \
                      so it can feed one step"
+                ),
+            ));
+        }
+        if step.parallelism > 1 {
+            return Err(Invalid::new(
+                format!("steps[{i}].parallelism"),
+                format!(
+                    "streaming step '{}' cannot run as {} shards: it reads and writes one pipe \
+                     each, which has one reader and one writer; use 0 or 1, or BATCH",
+                    step.name, step.parallelism
                 ),
             ));
         }
@@ -347,13 +363,30 @@ mod tests {
     }
 
     #[test]
-    fn parallelism_above_one() {
+    fn batch_steps_run_in_parallel_up_to_the_limit() {
         let mut s = step("a", &[]);
         s.parallelism = 3;
+        assert_eq!(validate(&batch(vec![s.clone(), step("b", &["a"])])), Ok(()));
+        s.parallelism = MAX_PARALLELISM;
+        assert_eq!(validate(&batch(vec![s.clone()])), Ok(()));
+        s.parallelism = MAX_PARALLELISM + 1;
         assert_eq!(
             refusal(&batch(vec![s])),
-            "steps[0].parallelism: 3 instances of one step are not supported yet: use 0 or 1"
+            "steps[0].parallelism: 1001 shards of step 'a' are more than the limit of 1000"
         );
+    }
+
+    #[test]
+    fn streaming_steps_run_once() {
+        let mut b = step("b", &["a"]);
+        b.parallelism = 2;
+        assert_eq!(
+            refusal(&streaming(vec![step("a", &[]), b.clone()])),
+            "steps[1].parallelism: streaming step 'b' cannot run as 2 shards: it reads and \
+             writes one pipe each, which has one reader and one writer; use 0 or 1, or BATCH"
+        );
+        b.parallelism = 1;
+        assert_eq!(validate(&streaming(vec![step("a", &[]), b])), Ok(()));
     }
 
     #[test]
