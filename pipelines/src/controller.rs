@@ -235,6 +235,13 @@ fn failed(metadata: &rubeapi::rube::Metadata, message: String) -> PipelineStatus
     }
 }
 
+/// The capacity of the pipes between STREAMING steps when the pipeline does not say: 1 MiB,
+/// sixteen times the kernel's default. Between cgroups every wakeup of a reader or writer
+/// costs more than within one (see docs/benchmarks.md, *streaming*); a larger buffer moves
+/// the same bytes with fewer of them. It is still a bound on what is in flight per pipe, and
+/// the most `/proc/sys/fs/pipe-max-size` allows an unprivileged process by default.
+pub const DEFAULT_PIPE_BUFFER_BYTES: u64 = 1 << 20;
+
 /// The slice object for `new`: labelled with its node, pipeline and step, owned by the
 /// pipeline. Its restart policy is NEVER: retrying is the pipeline's business.
 pub fn slice_object(pipeline: &Object, spec: &Pipeline, new: &NewSlice) -> Object {
@@ -252,6 +259,13 @@ pub fn slice_object(pipeline: &Object, spec: &Pipeline, new: &NewSlice) -> Objec
         step: step.name.clone(),
         stdin_pipe: new.stdin_pipe.clone(),
         stdout_pipe: new.stdout_pipe.clone(),
+        pipe_buffer_bytes: if new.stdin_pipe.is_empty() && new.stdout_pipe.is_empty() {
+            0
+        } else if spec.pipe_buffer_bytes == 0 {
+            DEFAULT_PIPE_BUFFER_BYTES
+        } else {
+            spec.pipe_buffer_bytes
+        },
     };
     let mut object = object::new(pipeline.namespace(), &new.name, &slice);
     if let Some(m) = object.metadata.as_mut() {

@@ -221,6 +221,7 @@ pub fn launch_spec(params: &Params, namespace: &str, name: &str, slice: &Slice) 
         timeout_seconds: limit(slice.timeout_seconds),
         stdin_pipe: pipe(&slice.stdin_pipe),
         stdout_pipe: pipe(&slice.stdout_pipe),
+        pipe_buffer_bytes: limit(slice.pipe_buffer_bytes),
         log_file_bytes: params.log_file_bytes,
         log_files: params.log_files,
         kill_grace_ms: params.kill_grace.as_millis() as u64,

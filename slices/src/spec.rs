@@ -88,6 +88,10 @@ pub struct LaunchSpec {
     /// writes to `stdout_pipe` (else the log).
     pub stdin_pipe: Option<PathBuf>,
     pub stdout_pipe: Option<PathBuf>,
+    /// Capacity to give those pipes' kernel buffer (`F_SETPIPE_SZ`); `None` keeps the kernel's
+    /// default. Absent in the spec.json of shims started by an older rubelet.
+    #[serde(default)]
+    pub pipe_buffer_bytes: Option<u64>,
     /// Size of one log file before it is rotated, and how many files are kept.
     pub log_file_bytes: u64,
     pub log_files: u32,

@@ -280,6 +280,64 @@ fn fifos_connect_a_producer_and_a_consumer() {
 }
 
 #[test]
+fn a_fifo_gets_the_pipe_buffer_the_spec_asks_for() {
+    use std::io::Read;
+    let Some(node) = node("pipe_size") else {
+        return;
+    };
+    let fifo = node.dir.path().join("pipes/herd/big");
+    let mut producer = node.spec("sh", &["-c", "printf x; sleep 5"]);
+    producer.cgroup = "herd/producer".into();
+    producer.stdout_pipe = Some(fifo.clone());
+    producer.pipe_buffer_bytes = Some(1 << 20);
+    // The workload runs as nobody: the resize happens before it drops privileges.
+    producer.isolation.uid = Some(65534);
+    slices::launch(Path::new(SHIM), &node.slice_dir("producer"), &producer).unwrap();
+    // This test is the reader. The byte arrives after the workload exec'd, so after the
+    // producer resized the pipe.
+    let mut reader = std::fs::File::open(&fifo).unwrap();
+    let mut byte = [0u8; 1];
+    reader.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"x");
+    let size = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+    assert_eq!(size, 1 << 20);
+    drop(reader);
+    wait_exit(&node.slice_dir("producer"));
+    assert!(!log(&node.slice_dir("producer")).contains("could not resize"));
+
+    // Without the setting the kernel's default stays.
+    let mut plain = node.spec("sh", &["-c", "printf x; sleep 5"]);
+    plain.cgroup = "herd/plain".into();
+    plain.stdout_pipe = Some(fifo.clone());
+    slices::launch(Path::new(SHIM), &node.slice_dir("plain"), &plain).unwrap();
+    let mut reader = std::fs::File::open(&fifo).unwrap();
+    reader.read_exact(&mut byte).unwrap();
+    let size = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+    assert_eq!(size, 64 << 10);
+    drop(reader);
+    wait_exit(&node.slice_dir("plain"));
+}
+
+#[test]
+fn a_pipe_path_that_is_not_a_fifo_is_refused() {
+    let Some(node) = node("not_a_fifo") else {
+        return;
+    };
+    let secret = node.dir.path().join("pipes/herd/secret");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, "root only\n").unwrap();
+    let mut spec = node.spec("cat", &[]);
+    spec.cgroup = "herd/reader".into();
+    spec.stdin_pipe = Some(secret.clone());
+    let err = slices::launch(Path::new(SHIM), &node.slice_dir("reader"), &spec).unwrap_err();
+    assert!(
+        err.to_string().contains("exists and is not a FIFO"),
+        "{err}"
+    );
+    assert!(!node.cgroup_exists("herd/reader"));
+}
+
+#[test]
 fn the_workload_survives_the_death_of_its_launcher() {
     let Some(node) = node("launcher_death") else {
         return;

@@ -12,6 +12,7 @@ use prost_types::Any;
 use crate::type_name_of_url;
 
 pub mod pipeline;
+pub mod slice;
 pub mod unit;
 
 /// Why a spec is refused: the field (`steps[2].depends_on[0]`) and the problem.
@@ -46,7 +47,12 @@ impl std::error::Error for Invalid {}
 /// kinds pass. The spec is decoded here; a spec that does not decode is refused.
 pub fn spec(name: &str, spec: &Any) -> Result<(), Invalid> {
     match type_name_of_url(&spec.type_url) {
-        "runink.Pipeline" => pipeline::validate(&decode(spec)?),
+        "runink.Pipeline" => {
+            let spec: crate::runink::Pipeline = decode(spec)?;
+            pipeline::validate(&spec)?;
+            slice::pipe_buffer("pipe_buffer_bytes", spec.pipe_buffer_bytes)
+        }
+        "runink.Slice" => slice::validate(&decode(spec)?),
         "api.systemd.Unit" => unit::validate(name, &decode(spec)?),
         _ => Ok(()),
     }

@@ -282,6 +282,10 @@ fn run(dir: &Path) -> Result<(), Error> {
         None => Hierarchy::detect("rube")?,
     };
     let cgroup = CgroupPath::new(&spec.cgroup)?;
+    // The pipes before the leaf: a refusal here leaves nothing to clean up.
+    for fifo in [&spec.stdin_pipe, &spec.stdout_pipe].into_iter().flatten() {
+        make_fifo(fifo)?;
+    }
     hierarchy.create(&cgroup, &spec.limits.into())?;
 
     let mut signals = SigSet::empty();
@@ -300,9 +304,6 @@ fn run(dir: &Path) -> Result<(), Error> {
         .map_err(Error::sys("signalfd"))?;
     let (log_r, log_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
     let mut log = LogWriter::open(dir, spec.log_file_bytes, spec.log_files)?;
-    for fifo in [&spec.stdin_pipe, &spec.stdout_pipe].into_iter().flatten() {
-        make_fifo(fifo)?;
-    }
     let prepared = prepare(&spec, &hierarchy, &cgroup, log_w.as_raw_fd())?;
     let cgroup_name = cgroup.to_string();
     let (pid, status_r) = match spawn::spawn(&prepared) {
@@ -565,12 +566,27 @@ fn report(line: &str) {
     }
 }
 
+/// Makes the FIFO at `path` unless one is there. Anything else at that path is refused: the
+/// workload opens its pipes before it drops privileges, so a regular file or device there
+/// must never become its stdin or stdout.
 fn make_fifo(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
     }
     match nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EEXIST) => {
+            let meta = std::fs::symlink_metadata(path).map_err(Error::io(path))?;
+            if meta.file_type().is_fifo() {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!(
+                    "{} exists and is not a FIFO",
+                    path.display()
+                )))
+            }
+        }
         Err(e) => Err(Error::sys(format!("mkfifo {}", path.display()))(e)),
     }
 }
@@ -656,6 +672,12 @@ fn prepare(
             .map(|h| cstring("hostname", h))
             .transpose()?,
         stdin,
+        pipe_size: match spec.pipe_buffer_bytes {
+            None => 0,
+            Some(bytes) => libc::c_int::try_from(bytes).map_err(|_| {
+                Error::Invalid(format!("pipe buffer of {bytes} bytes is too large"))
+            })?,
+        },
         stdout_fifo: spec
             .stdout_pipe
             .as_ref()

@@ -60,6 +60,9 @@ pub(crate) struct Prepared {
     pub hostname: Option<CString>,
     pub stdin: Input,
     pub stdout_fifo: Option<CString>,
+    /// Capacity for the FIFOs' kernel buffers (`F_SETPIPE_SZ`, before the workload runs and
+    /// before it drops privileges); 0 keeps the kernel's default.
+    pub pipe_size: libc::c_int,
     /// Write end of the log pipe: stderr, and stdout without a FIFO.
     pub log: RawFd,
     pub working_dir: CString,
@@ -158,6 +161,26 @@ fn check(ret: libc::c_int, status: RawFd, stage: u8) {
     }
 }
 
+/// Gives the pipe behind `fd` the capacity `p.pipe_size` asks for. Both ends of a FIFO ask
+/// for the same, so whichever opens first sets it before any data moves. The kernel refuses
+/// when the size exceeds a limit (`/proc/sys/fs/pipe-max-size` without CAP_SYS_RESOURCE,
+/// the user's pipe page budget) or is below what the pipe holds; the pipe then keeps the size
+/// it has, which is still a bound, and the workload's log says so.
+///
+/// SAFETY: called by the child between clone3 and execve; system calls only.
+unsafe fn resize_pipe(p: &Prepared, fd: RawFd) {
+    if p.pipe_size <= 0 {
+        return;
+    }
+    // SAFETY: fcntl and write on descriptors this process owns; a static message.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETPIPE_SZ, p.pipe_size) < 0 {
+            let message = b"rube: could not resize the pipe (F_SETPIPE_SZ); it keeps its size\n";
+            libc::write(p.log, message.as_ptr().cast(), message.len());
+        }
+    }
+}
+
 /// The child: from clone3 to execve, system calls only.
 fn child(
     p: &Prepared,
@@ -229,11 +252,12 @@ fn child(
                 6,
             );
         }
-        // Output first, so that a FIFO's wait is the last thing before exec.
+        // Output first, so that a FIFO's wait is the last thing before exec. stdout goes to
+        // the log even when a FIFO replaces it below: while the child waits for the FIFO's
+        // reader it must not hold the shim's stdout, which is the launcher's report pipe (the
+        // launcher reads it to its end and would wait for that reader too).
         check(libc::dup2(p.log, 2), status, 9);
-        if p.stdout_fifo.is_none() {
-            check(libc::dup2(p.log, 1), status, 9);
-        }
+        check(libc::dup2(p.log, 1), status, 9);
         let waits = matches!(p.stdin, Input::Fifo(_)) || p.stdout_fifo.is_some();
         if waits {
             libc::write(status, b"W".as_ptr().cast(), 1);
@@ -244,10 +268,14 @@ fn child(
             }
         };
         check(stdin, status, 7);
+        if matches!(p.stdin, Input::Fifo(_)) {
+            resize_pipe(p, stdin);
+        }
         check(libc::dup2(stdin, 0), status, 7);
         if let Some(fifo) = &p.stdout_fifo {
             let fd = libc::open(fifo.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             check(fd, status, 8);
+            resize_pipe(p, fd);
             check(libc::dup2(fd, 1), status, 8);
         }
         if let Some(gid) = p.gid.or(p.uid) {
