@@ -100,6 +100,44 @@ fn shell(bytes: u64, cgroups: Option<&[Vec<PathBuf>; 3]>) -> (Duration, u64) {
     )
 }
 
+/// The same commands connected by anonymous pipes of `pipe_bytes` each (`F_SETPIPE_SZ`), no
+/// shell, no cgroups: what Rube's pipe buffer alone does. Timed from the spawn of the first to
+/// the exit of the last (three process starts included, about 1 ms).
+fn pipes_of(bytes: u64, pipe_bytes: i32) -> (Duration, u64) {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use std::process::Stdio;
+    let sized = || {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        fcntl(&r, FcntlArg::F_SETPIPE_SZ(pipe_bytes)).expect("F_SETPIPE_SZ");
+        (r, w)
+    };
+    let ((r1, w1), (r2, w2)) = (sized(), sized());
+    let started = Instant::now();
+    let mut head = Command::new("head")
+        .args(["-c", &bytes.to_string(), "/dev/zero"])
+        .stdout(Stdio::from(w1))
+        .spawn()
+        .expect("head");
+    let mut pass = Command::new("cat")
+        .stdin(Stdio::from(r1))
+        .stdout(Stdio::from(w2))
+        .spawn()
+        .expect("cat");
+    let count = Command::new("wc")
+        .arg("-c")
+        .stdin(Stdio::from(r2))
+        .output()
+        .expect("wc");
+    let elapsed = started.elapsed();
+    head.wait().expect("head");
+    pass.wait().expect("cat");
+    let counted = String::from_utf8_lossy(&count.stdout)
+        .trim()
+        .parse()
+        .expect("wc -c's count");
+    (elapsed, counted)
+}
+
 /// The whole output of slice `name` on `rubelet` (its log segments in the state dir).
 fn slice_log(rubelet: &Rubelet, name: &str) -> String {
     let dir = rubelet
@@ -257,13 +295,13 @@ async fn main() {
 
     println!("streaming {megabytes} MB through head -c | cat | wc -c, {runs} runs each\n");
     println!(
-        "| run | shell MB/s | shell, a cgroup per command MB/s | Rube MB/s (data phase) | Rube put→SUCCEEDED s |"
+        "| run | shell MB/s | shell, a cgroup per command MB/s | 1 MiB pipes, no cgroups MB/s | Rube MB/s (data phase) | Rube put→SUCCEEDED s |"
     );
     println!(
-        "|----:|-----------:|-----------------------:|-----------------------:|---------------------:|"
+        "|----:|-----------:|-----------------------:|-----------------------:|-----------------------:|---------------------:|"
     );
-    let (mut shell_rates, mut peer_rates, mut rube_rates, mut walls) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut shell_rates, mut peer_rates, mut big_rates, mut rube_rates, mut walls) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let (shell_time, shell_count) = shell(bytes, None);
         assert_eq!(shell_count, bytes, "the shell counted every byte");
@@ -272,6 +310,8 @@ async fn main() {
             peer_count, bytes,
             "the shell with cgroups counted every byte"
         );
+        let (big_time, big_count) = pipes_of(bytes, 1 << 20);
+        assert_eq!(big_count, bytes, "the 1 MiB pipes counted every byte");
         let (data, wall, counted) = rube(&client, &rubelet, &format!("stream{run}"), bytes).await;
         assert_eq!(counted, bytes, "the pipeline counted every byte");
         let (s, p, r) = (
@@ -279,22 +319,30 @@ async fn main() {
             mb_per_s(bytes, peer_time),
             mb_per_s(bytes, data),
         );
+        let b = mb_per_s(bytes, big_time);
         println!(
-            "| {run} | {s:.0} | {p:.0} | {r:.0} | {:.2} |",
+            "| {run} | {s:.0} | {p:.0} | {b:.0} | {r:.0} | {:.2} |",
             wall.as_secs_f64()
         );
+        big_rates.push(b);
         shell_rates.push(s);
         peer_rates.push(p);
         rube_rates.push(r);
         walls.push(wall.as_secs_f64());
     }
-    let (s, p, r) = (median(shell_rates), median(peer_rates), median(rube_rates));
+    let (s, p, b, r) = (
+        median(shell_rates),
+        median(peer_rates),
+        median(big_rates),
+        median(rube_rates),
+    );
     println!(
-        "\nmedian: shell {s:.0} MB/s, shell with a cgroup per command {p:.0} MB/s, Rube {r:.0} MB/s (data \
-         phase); Rube/shell {:.2}, Rube/shell with cgroups {:.2}; Rube put→SUCCEEDED median \
-         {:.2} s = {:.0} MB/s end to end",
+        "\nmedian: shell {s:.0} MB/s, shell with a cgroup per command {p:.0} MB/s, 1 MiB pipes \
+         {b:.0} MB/s, Rube {r:.0} MB/s (data phase); Rube/shell {:.2}, Rube/shell with cgroups \
+         {:.2}, Rube/1 MiB pipes {:.2}; Rube put→SUCCEEDED median {:.2} s = {:.0} MB/s end to end",
         r / s,
         r / p,
+        r / b,
         median(walls.clone()),
         mb_per_s(bytes, Duration::from_secs_f64(median(walls)))
     );
