@@ -280,7 +280,7 @@ fn judge_single(
         .iter()
         .filter(|s| s.phase == SlicePhase::Failed)
         .count();
-    let budget = step.retries as usize + step.retry_requests as usize;
+    let budget = budget(step);
     let mut live: Vec<&SliceView> = mine.iter().copied().filter(|s| !s.deleting).collect();
     live.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.name.cmp(&a.name)));
     // Active slices go when they were superseded by a later attempt, lost with their node
@@ -378,7 +378,7 @@ fn judge_sharded(
         .iter()
         .filter(|s| s.phase == SlicePhase::Failed && shard_of(s).is_some())
         .count();
-    let budget = step.retries as usize + step.retry_requests as usize;
+    let budget = budget(step);
     let mut live: Vec<&SliceView> = mine.iter().copied().filter(|s| !s.deleting).collect();
     live.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.name.cmp(&a.name)));
     // Per shard, as for a step: active slices go when superseded, lost or skipped; the
@@ -473,6 +473,12 @@ fn judge_sharded(
         wants,
         attempt,
     }
+}
+
+/// How many failed slices a step may have before it is FAILED: its `retries`, and one more
+/// for each retry a user asked for.
+fn budget(step: &Step) -> usize {
+    step.retries as usize + step.retry_requests as usize
 }
 
 fn failure_message(exit_code: Option<i32>) -> String {
@@ -604,7 +610,7 @@ fn assess_streaming(
     let over: Vec<usize> = (0..n)
         .filter(|&i| {
             let step = &pipeline.steps[i];
-            failed_now && charges[i] > step.retries as usize + step.retry_requests as usize
+            failed_now && charges[i] > budget(step)
         })
         .collect();
     if over.is_empty() {
@@ -632,9 +638,10 @@ fn assess_streaming(
             status.state = State::Failed as i32;
             if status.message.is_empty() {
                 status.message = match status.exit_code {
-                    Some(code) => format!("exit code {code}"),
-                    None if outcomes[i] == Outcome::Failed => "failed".into(),
-                    None => format!("failed {} times", charges[i]),
+                    None if outcomes[i] != Outcome::Failed => {
+                        format!("failed {} times", charges[i])
+                    }
+                    code => failure_message(code),
                 };
             }
             if outcomes[i] == Outcome::Failed && !culprits.contains(&i) {
