@@ -953,5 +953,20 @@ async fn deleting_a_running_pipeline_leaves_no_slice_process_or_cgroup() {
         if cgroups.exists(&herd) {
             assert_eq!(cgroups.procs(&herd).unwrap(), Vec::<u32>::new());
         }
+        // Nor the streaming pipeline's FIFOs.
+        let pipes = rubelet.state.path().join("pipes").join(HERD);
+        let left: Vec<_> = std::fs::read_dir(&pipes)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            left,
+            Vec::<std::ffi::OsString>::new(),
+            "FIFOs left on {}",
+            rubelet.name
+        );
     }
 }

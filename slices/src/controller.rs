@@ -245,6 +245,31 @@ pub fn restarts(policy: RestartPolicy, outcome: &Outcome) -> bool {
     }
 }
 
+/// Unlinks the FIFOs the slice in `dir` used (its spec.json names them): each attempt of a
+/// STREAMING pipeline has pipes of its own, so they would otherwise pile up in the pipe
+/// directory. The slice's processes are gone by now; a neighbour still holding an end keeps
+/// it working (an unlinked FIFO lives while it is open), and a neighbour that opens the path
+/// later makes a new one. Only FIFOs are removed; a spec.json that cannot be read leaves the
+/// pipes (they are empty files) rather than keep the slice from going.
+fn remove_pipes(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(Some(spec)) = read_json::<LaunchSpec>(&dir.join(shim::SPEC)) else {
+        return Ok(());
+    };
+    for pipe in [spec.stdin_pipe, spec.stdout_pipe].into_iter().flatten() {
+        let is_fifo = std::fs::symlink_metadata(&pipe).is_ok_and(|m| m.file_type().is_fifo());
+        if is_fifo {
+            match std::fs::remove_file(&pipe) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&pipe)(e));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Pure: what to change so this node matches `desired`.
 pub fn reconcile(params: &Params, desired: Option<&Object>, observed: &Observed) -> Vec<Effect> {
     let Some(object) = desired else {
@@ -614,6 +639,7 @@ impl SliceController {
         self.config
             .hierarchy
             .remove(&Self::leaf(key)?, self.config.kill_grace)?;
+        remove_pipes(&dir)?;
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&dir)(e)),
             _ => Ok(()),
