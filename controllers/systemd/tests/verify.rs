@@ -1,5 +1,5 @@
 //! `systemd-analyze verify` on what this crate renders and on the unit files Rube ships
-//! (`deploy/systemd/`). Runs systemd's own loader offline: no manager needed.
+//! (`apiserver/systemd/`, `rubelet/systemd/`). Runs systemd's own loader offline: no manager needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,7 +63,7 @@ fn every_rendered_example_passes_systemd_analyze_verify() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut files = vec![manifest().join("../examples/system/indexer.textproto")];
+    let mut files = vec![manifest().join("../../examples/system/indexer.textproto")];
     for entry in std::fs::read_dir(manifest().join("tests/data")).unwrap() {
         files.push(entry.unwrap().path());
     }
@@ -129,17 +129,17 @@ fn the_shipped_unit_files_pass_systemd_analyze_verify() {
     assert!(copied.success());
     std::fs::create_dir_all(r.join("usr/local/bin")).unwrap();
     std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
-    let deploy = manifest().join("../deploy/systemd");
+    let top = manifest().join("../..");
     let mut names = Vec::new();
-    for (unit, binary) in [
-        ("rube-apiserver.service", "rube-apiserver"),
-        ("rubelet.service", "rubelet"),
+    for (dir, unit, binary) in [
+        ("apiserver/systemd", "rube-apiserver.service", "rube-apiserver"),
+        ("rubelet/systemd", "rubelet.service", "rubelet"),
     ] {
         let stub = r.join("usr/local/bin").join(binary);
         std::fs::write(&stub, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        std::fs::copy(deploy.join(unit), r.join("etc/systemd/system").join(unit)).unwrap();
+        std::fs::copy(top.join(dir).join(unit), r.join("etc/systemd/system").join(unit)).unwrap();
         names.push(unit.to_owned());
     }
     let root_arg = format!("--root={}", r.display());

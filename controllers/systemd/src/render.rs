@@ -239,7 +239,7 @@ mod tests {
 
     /// The seed's example, read from the file the other tests put verbatim.
     fn seed() -> (String, String, Unit) {
-        let text = include_str!("../../examples/system/indexer.textproto");
+        let text = include_str!("../../../examples/system/indexer.textproto");
         let registry = rubeapi::Registry::builtin();
         let objects = rubeapi::text::parse_objects(&registry, text).unwrap();
         let object = &objects[0];

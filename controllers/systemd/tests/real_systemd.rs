@@ -142,7 +142,7 @@ async fn the_seed_example_runs_through_a_real_user_manager() {
         client.clone(),
         manager.systemctl(),
     );
-    let text = include_str!("../../examples/system/indexer.textproto");
+    let text = include_str!("../../../examples/system/indexer.textproto");
     let mut object = rubeapi::text::parse_object(&rubeapi::Registry::builtin(), text).unwrap();
     object
         .metadata
