@@ -198,7 +198,7 @@ async fn compare_and_swap_with_a_stale_revision_conflicts_and_changes_nothing() 
         .put(slice("s", "three"), Some(at_revision(v1.revision())))
         .await
         .unwrap_err();
-    let Error::Api(status) = &err else {
+    let Error::Conflict(status) = &err else {
         panic!("{err}")
     };
     assert_eq!(status.code(), Code::Aborted);
@@ -211,7 +211,7 @@ async fn compare_and_swap_with_a_stale_revision_conflicts_and_changes_nothing() 
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Api(s) if s.code() == Code::AlreadyExists),
+        matches!(&err, Error::Conflict(s) if s.code() == Code::AlreadyExists),
         "{err}"
     );
     let err = client
@@ -219,7 +219,7 @@ async fn compare_and_swap_with_a_stale_revision_conflicts_and_changes_nothing() 
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Api(s) if s.code() == Code::Aborted),
+        matches!(&err, Error::Conflict(s) if s.code() == Code::Aborted),
         "{err}"
     );
 
@@ -257,7 +257,7 @@ async fn an_atomic_batch_with_one_bad_put_applies_nothing() {
     );
     assert_eq!(revision(&client).await, before);
     assert!(
-        matches!(client.get("runink.Slice", "herd", "new-1").await, Err(Error::Api(s)) if s.code() == Code::NotFound)
+        matches!(client.get("runink.Slice", "herd", "new-1").await, Err(Error::NotFound(_)))
     );
 
     let ok = client

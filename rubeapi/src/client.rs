@@ -17,8 +17,6 @@ use crate::rube::{
     TypesRequest, UpdateStatusRequest, WatchEvent, WatchRequest,
 };
 
-pub use tonic::Code;
-
 /// The largest message the client accepts: lists of many objects can be large.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 

@@ -37,7 +37,21 @@ pub enum Error {
     #[error("revision {requested} has been compacted (compacted revision {compacted})")]
     Compacted { requested: u64, compacted: u64 },
 
-    /// An error the apiserver returned.
+    /// The apiserver said the object does not exist (`NOT_FOUND`).
+    #[error("{}", .0.message())]
+    NotFound(tonic::Status),
+
+    /// A precondition failed: the revision moved on (`ABORTED`) or the object exists
+    /// (`ALREADY_EXISTS`). Read again and retry, or give up.
+    #[error("{}", .0.message())]
+    Conflict(tonic::Status),
+
+    /// The apiserver, or the store behind it, could not be reached (`UNAVAILABLE`); the same
+    /// call may succeed later.
+    #[error("{}", .0.message())]
+    Unavailable(tonic::Status),
+
+    /// Any other error the apiserver returned.
     #[error("{}", .0.message())]
     Api(tonic::Status),
 }
@@ -46,7 +60,10 @@ impl Error {
     /// The gRPC code of an error the apiserver returned; `None` for local errors.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            Error::Api(status) => Some(status.code()),
+            Error::NotFound(status)
+            | Error::Conflict(status)
+            | Error::Unavailable(status)
+            | Error::Api(status) => Some(status.code()),
             Error::Compacted { .. } => Some(tonic::Code::OutOfRange),
             _ => None,
         }
@@ -54,15 +71,24 @@ impl Error {
 
     /// Whether the apiserver said the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        self.code() == Some(tonic::Code::NotFound)
+        matches!(self, Error::NotFound(_))
     }
 
     /// Whether a precondition failed: a revision that moved on, or an object that exists.
     pub fn is_conflict(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(tonic::Code::Aborted | tonic::Code::AlreadyExists)
-        )
+        matches!(self, Error::Conflict(_))
+    }
+
+    /// Whether the call may succeed if made again later: the apiserver was unreachable, or
+    /// the connection broke mid-call (tonic reports that as `UNKNOWN` or `CANCELLED`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable(_) | Error::Connect { .. } => true,
+            Error::Api(status) => {
+                matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -108,6 +134,12 @@ pub mod error_keys {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::NotFound => return Error::NotFound(status),
+            tonic::Code::Aborted | tonic::Code::AlreadyExists => return Error::Conflict(status),
+            tonic::Code::Unavailable => return Error::Unavailable(status),
+            _ => {}
+        }
         if status.code() == tonic::Code::OutOfRange {
             let get = |key| {
                 status
@@ -133,6 +165,19 @@ impl From<tonic::Status> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_become_the_variants_callers_match() {
+        let e = Error::from(tonic::Status::not_found("runink.Slice herd/x not found"));
+        assert!(e.is_not_found() && !e.is_conflict());
+        assert_eq!(e.to_string(), "runink.Slice herd/x not found");
+        assert!(Error::from(tonic::Status::aborted("revision moved")).is_conflict());
+        assert!(Error::from(tonic::Status::already_exists("exists")).is_conflict());
+        assert!(Error::from(tonic::Status::unavailable("down")).is_transient());
+        let other = Error::from(tonic::Status::invalid_argument("bad"));
+        assert!(matches!(other, Error::Api(_)) && !other.is_transient());
+        assert_eq!(other.code(), Some(tonic::Code::InvalidArgument));
+    }
 
     #[test]
     fn location_counts_lines_and_characters() {

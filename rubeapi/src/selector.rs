@@ -251,10 +251,67 @@ impl Filter {
     }
 }
 
+/// Typed construction of the wire `Selector`, so a kind is named by its generated type rather
+/// than spelled as a string: `Selector::of::<Slice>().label("node", "worker-1")`.
+impl Selector {
+    /// Every object of kind `M` (its protobuf full name, from `prost::Name`).
+    pub fn of<M: prost::Name>() -> Selector {
+        Selector {
+            r#type: M::full_name(),
+            ..Default::default()
+        }
+    }
+
+    /// Only objects in `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Selector {
+        self.namespace = namespace.to_owned();
+        self
+    }
+
+    /// Only the object called `name`.
+    pub fn named(mut self, name: &str) -> Selector {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// Only objects whose label `key` is `value`; requirements add up (all must hold).
+    pub fn label(self, key: &str, value: &str) -> Selector {
+        self.requiring(&format!("{key}={value}"))
+    }
+
+    /// Only objects that carry label `key`, whatever its value.
+    pub fn has_label(self, key: &str) -> Selector {
+        self.requiring(key)
+    }
+
+    fn requiring(mut self, requirement: &str) -> Selector {
+        if !self.labels.is_empty() {
+            self.labels.push(',');
+        }
+        self.labels.push_str(requirement);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_typed_selector_names_the_kind_and_adds_up_its_requirements() {
+        use crate::runink::Slice;
+        let selector = Selector::of::<Slice>()
+            .in_namespace("herd")
+            .label("node", "worker-1")
+            .has_label("runink.pipeline");
+        assert_eq!(selector.r#type, "runink.Slice");
+        assert_eq!(selector.namespace, "herd");
+        assert_eq!(selector.labels, "node=worker-1,runink.pipeline");
+        let filter = Filter::from_selector(&selector).unwrap();
+        assert_eq!(filter.labels.requirements.len(), 2);
+        assert_eq!(Selector::of::<Slice>().named("x").name, "x");
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -246,7 +246,7 @@ impl Heart {
                 Err(error) => return Err(error),
             }
         }
-        Err(rubeapi::Error::Api(tonic::Status::aborted(format!(
+        Err(rubeapi::Error::Conflict(tonic::Status::aborted(format!(
             "lease {name} keeps changing under this rubelet"
         ))))
     }

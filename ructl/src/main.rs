@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
-use rubeapi::client::{Code, DEFAULT_SERVER, at_revision, must_not_exist};
+use rubeapi::client::{DEFAULT_SERVER, at_revision, must_not_exist};
 use rubeapi::rube::{PutRequest, Selector, watch_event};
 use rubeapi::{Client, Error, Registry, text};
 
@@ -412,7 +412,7 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
 }
 
 fn is_transient(error: &Error) -> bool {
-    matches!(error, Error::Api(status) if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled))
+    error.is_transient()
 }
 
 async fn wait(backoff: &mut impl Iterator<Item = Duration>, error: &Error) {

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use futures::StreamExt;
 use rubeapi::Client;
-use rubeapi::client::{Code, at_revision};
+use rubeapi::client::at_revision;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector, watch_event};
 use rubeapi::runink::pipeline::Mode;
@@ -162,7 +162,7 @@ async fn edit(
                 println!("pipeline {namespace}/{name}: {said} (revision {revision})");
                 return Ok(());
             }
-            Err(rubeapi::Error::Api(status)) if status.code() == Code::Aborted => continue,
+            Err(error) if error.is_conflict() => continue,
             Err(error) => return Err(error.into()),
         }
     }

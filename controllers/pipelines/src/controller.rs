@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use controllers::{Controller, Key};
 use rubeapi::Client;
-use rubeapi::client::{Code, at_revision, must_not_exist};
+use rubeapi::client::{at_revision, must_not_exist};
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::node_status::Condition;
 use rubeapi::rube::{Node, NodeStatus, Object, OwnerReference, PutRequest, Selector};
@@ -349,7 +349,7 @@ impl PipelineController {
     ) -> Result<Option<Object>, Error> {
         match self.client.get(type_name, ns, name).await {
             Ok(o) => Ok(Some(o)),
-            Err(rubeapi::Error::Api(s)) if s.code() == Code::NotFound => Ok(None),
+            Err(rubeapi::Error::NotFound(_)) => Ok(None),
             Err(source) => Err(Error::Api {
                 action: format!("get {type_name} {ns}/{name}"),
                 source,
@@ -472,7 +472,7 @@ impl Controller for PipelineController {
                 Effect::DeleteSlice(name) => {
                     match self.client.delete(SLICE, &key.namespace, &name, None).await {
                         Ok(_) => {}
-                        Err(rubeapi::Error::Api(s)) if s.code() == Code::NotFound => {}
+                        Err(rubeapi::Error::NotFound(_)) => {}
                         Err(source) => {
                             return Err(Error::Api {
                                 action: format!("delete slice {}/{name}", key.namespace),

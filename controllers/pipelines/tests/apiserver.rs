@@ -8,7 +8,6 @@ use apiserver::testing::TestServer;
 use pipelines::PipelineController;
 use pipelines::controller::{FINALIZER, PIPELINE, SLICE};
 use rubeapi::Client;
-use rubeapi::client::Code;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::node_status::Condition;
 use rubeapi::rube::{Node, NodeStatus, Outcome, Resources, Selector};
@@ -261,7 +260,7 @@ async fn deleting_a_pipeline_removes_its_slices_then_the_pipeline() {
             .unwrap()
             .objects;
         let gone = match client.get(PIPELINE, NS, "wc").await {
-            Err(rubeapi::Error::Api(s)) => s.code() == Code::NotFound,
+            Err(rubeapi::Error::NotFound(_)) => true,
             Ok(_) => false,
             Err(e) => panic!("get the pipeline: {e}"),
         };

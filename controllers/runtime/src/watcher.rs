@@ -121,7 +121,7 @@ mod tests {
     }
 
     fn unavailable() -> Input {
-        Input::Failed(rubeapi::Error::Api(tonic::Status::unavailable(
+        Input::Failed(rubeapi::Error::Unavailable(tonic::Status::unavailable(
             "connection reset",
         )))
     }

@@ -24,7 +24,6 @@ use cgroups::{CgroupPath, Hierarchy};
 use controllers::{Backoff, Controller, Key};
 use prost::Message;
 use rubeapi::Client;
-use rubeapi::client::Code;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
 use rubeapi::runink::slice_status::Phase;
@@ -655,7 +654,7 @@ impl SliceController {
         match written {
             Ok(_) => {}
             // Deleted meanwhile: the next round cleans up.
-            Err(rubeapi::Error::Api(s)) if s.code() == Code::NotFound => return Ok(()),
+            Err(rubeapi::Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
         let dir = self.slice_dir(key);

@@ -10,7 +10,6 @@ use std::path::{Component, Path, PathBuf};
 
 use controllers::{Controller, Error, Key};
 use rubeapi::Client;
-use rubeapi::client::Code;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
 use sha2::{Digest, Sha256};
@@ -218,7 +217,7 @@ impl Controller for FileController {
         let status = if desired.is_some() {
             match self.client.get(KIND, &key.namespace, &key.name).await {
                 Ok(object) => object.status_as::<FileStatus>()?,
-                Err(rubeapi::Error::Api(status)) if status.code() == Code::NotFound => None,
+                Err(rubeapi::Error::NotFound(_)) => None,
                 Err(error) => return Err(error.into()),
             }
         } else {
