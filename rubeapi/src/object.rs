@@ -75,20 +75,40 @@ pub fn controller_lease(name: &str) -> String {
     format!("controller-{name}")
 }
 
-/// Whether a `runink.Slice` object has finished (status phase SUCCEEDED or FAILED): its
-/// processes are gone and it no longer holds its share of a Herd's quota or of a node's
-/// capacity. Admission (quotas) and the scheduler must agree on this, so both ask here.
+/// Whether a slice whose run ended (successfully or not) is started again under `policy`:
+/// the one restart rule, shared by the slice controller (which restarts it) and by
+/// [`slice_finished`] (which decides whether it still holds resources).
+pub fn restarts_after(policy: crate::runink::RestartPolicy, succeeded: bool) -> bool {
+    use crate::runink::RestartPolicy;
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => !succeeded,
+        RestartPolicy::Never | RestartPolicy::Unspecified => false,
+    }
+}
+
+/// Whether a `runink.Slice` object has finished for good: its status phase is SUCCEEDED or
+/// FAILED and its restart policy will not start it again. Only then are its processes gone for
+/// good and does it stop holding its share of a Herd's quota and of a node's capacity; a slice
+/// waiting out a restart back-off (FAILED under ON_FAILURE, either phase under ALWAYS) still
+/// holds it. Admission (quotas) and the scheduler must agree on this, so both ask here.
 pub fn slice_finished(slice: &Object) -> bool {
-    use crate::runink::SliceStatus;
     use crate::runink::slice_status::Phase;
-    matches!(
-        slice
-            .status_as::<SliceStatus>()
-            .ok()
-            .flatten()
-            .map(|s| s.phase()),
-        Some(Phase::Succeeded | Phase::Failed)
-    )
+    use crate::runink::{Slice, SliceStatus};
+    let phase = slice
+        .status_as::<SliceStatus>()
+        .ok()
+        .flatten()
+        .map(|s| s.phase());
+    let succeeded = match phase {
+        Some(Phase::Succeeded) => true,
+        Some(Phase::Failed) => false,
+        _ => return false,
+    };
+    let policy = slice
+        .spec_as::<Slice>()
+        .map_or(crate::runink::RestartPolicy::Never, |s| s.restart_policy());
+    !restarts_after(policy, succeeded)
 }
 
 /// A new object with a typed spec.
@@ -178,5 +198,29 @@ mod tests {
             err.to_string(),
             "cannot decode runink.Slice: the value holds a runink.Herd"
         );
+    }
+
+    /// Regression: a slice waiting out its restart back-off was counted finished, so quota
+    /// admission and the scheduler gave away its share while the rubelet started it again.
+    #[test]
+    fn a_slice_that_will_restart_has_not_finished() {
+        use crate::runink::slice_status::Phase;
+        use crate::runink::{RestartPolicy, SliceStatus};
+        let ended = |policy: RestartPolicy, phase: Phase| {
+            let mut slice = Slice::default();
+            slice.set_restart_policy(policy);
+            let mut object = new("herd", "s", &slice);
+            let mut status = SliceStatus::default();
+            status.set_phase(phase);
+            object.status = Some(pack(&status));
+            slice_finished(&object)
+        };
+        assert!(ended(RestartPolicy::Never, Phase::Failed));
+        assert!(ended(RestartPolicy::Unspecified, Phase::Succeeded));
+        assert!(ended(RestartPolicy::OnFailure, Phase::Succeeded));
+        assert!(!ended(RestartPolicy::OnFailure, Phase::Failed));
+        assert!(!ended(RestartPolicy::Always, Phase::Succeeded));
+        assert!(!ended(RestartPolicy::Always, Phase::Failed));
+        assert!(!ended(RestartPolicy::Never, Phase::Running));
     }
 }
