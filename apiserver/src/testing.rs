@@ -158,8 +158,9 @@ impl Etcd {
     }
 
     async fn try_start(size: usize) -> Result<Etcd, String> {
-        let bin = Etcd::binary()
-            .ok_or("no etcd binary: install Debian's etcd-server (.ci/install-deps does) or set ETCD_BIN")?;
+        let bin = Etcd::binary().ok_or(
+            "no etcd binary: install Debian's etcd-server (.ci/install-deps does) or set ETCD_BIN",
+        )?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         // Ports picked by the kernel, held until just before etcd binds them.
         let listeners: Vec<std::net::TcpListener> = (0..2 * size)

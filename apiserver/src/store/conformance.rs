@@ -13,7 +13,7 @@ use rubeapi::runink::{Slice, SliceStatus};
 use rubeapi::selector::Filter;
 use tokio_util::sync::CancellationToken;
 
-use super::{Expect, Key, PutOp, Revision, Store, WatchStream};
+use super::{Expect, Key, Op, PutOp, Revision, Store, WatchStream};
 use crate::Error;
 
 /// A slice `name` in namespace `ns` whose spec carries `command`.
@@ -345,6 +345,81 @@ pub async fn apply_is_all_or_nothing<S: Store>(store: &S) {
     assert_eq!(stored.metadata.unwrap().generation, 2);
 }
 
+pub async fn transact_mixes_ops_all_or_nothing_and_checks_guard<S: Store>(store: &S) {
+    let a = put(store, slice("t", "a", "x")).await;
+    put(store, slice("t", "b", "x")).await;
+    let status = object::pack(&SliceStatus {
+        message: "seen".into(),
+        ..Default::default()
+    });
+    // A check that no longer holds fails the whole transaction.
+    let before = store.revision().await.unwrap().revision;
+    let stale = store
+        .transact(vec![
+            Op::Check {
+                key: key("t", "a"),
+                expect: Expect::Revision(a.revision() + 100),
+            },
+            Op::Put(op(slice("t", "c", "y"))),
+            Op::Delete {
+                key: key("t", "b"),
+                expect: None,
+            },
+        ])
+        .await;
+    assert!(
+        matches!(&stale, Err(Error::InBatch { index: 0, count: 3, source, .. }) if matches!(**source, Error::Conflict { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(store.revision().await.unwrap().revision, before);
+    assert!(
+        store.get(key("t", "b")).await.is_ok(),
+        "nothing was applied"
+    );
+
+    let written = store
+        .transact(vec![
+            Op::Check {
+                key: key("t", "a"),
+                expect: Expect::Revision(a.revision()),
+            },
+            Op::Check {
+                key: key("t", "nobody"),
+                expect: Expect::Absent,
+            },
+            Op::Put(op(slice("t", "c", "y"))),
+            Op::Status {
+                key: key("t", "c"),
+                status: status.clone(),
+                expect: None,
+            },
+            Op::Delete {
+                key: key("t", "b"),
+                expect: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let outcomes: Vec<Outcome> = written.iter().map(|w| w.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Unchanged,
+            Outcome::Unchanged,
+            Outcome::Created,
+            Outcome::Updated,
+            Outcome::Deleted
+        ]
+    );
+    let c = store.get(key("t", "c")).await.unwrap();
+    assert_eq!(c.status, Some(status), "later ops see earlier ones");
+    assert!(store.get(key("t", "b")).await.is_err());
+    assert_eq!(
+        store.get(key("t", "a")).await.unwrap().revision(),
+        a.revision()
+    );
+}
+
 /// Records a mixed history and returns its changes in order.
 async fn history<S: Store>(store: &S) -> Vec<Change> {
     let mut seen = Vec::new();
@@ -595,6 +670,11 @@ macro_rules! conformance_tests {
             async fn apply_is_all_or_nothing() {
                 let store = $make.await;
                 c::apply_is_all_or_nothing(&*store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn transact_mixes_ops_all_or_nothing_and_checks_guard() {
+                let store = $make.await;
+                c::transact_mixes_ops_all_or_nothing_and_checks_guard(&*store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn watch_replays_every_change_after_a_revision_exactly_once_in_order() {

@@ -7,7 +7,7 @@ use prost_types::{Any, Timestamp};
 use rubeapi::Registry;
 use rubeapi::rube::{Metadata, Object, Outcome};
 
-use super::{Expect, Key, Labels, PutOp, Revision};
+use super::{Expect, Key, Labels, Op, PutOp, Revision, Written};
 use crate::Error;
 
 /// Kinds whose history keeps only the latest put of each object (log compaction by key).
@@ -71,6 +71,36 @@ pub fn check(expect: Option<Expect>, existing: Option<&Object>, key: &Key) -> Re
             })
         }
         (Some(Expect::Revision(_)), _) => Ok(()),
+    }
+}
+
+/// Plans one op of a transaction; `None` for a `Check` that holds (it writes nothing).
+///
+/// # Errors
+/// As the op's own planning function; `Check` as [`check`].
+pub fn plan_op(
+    registry: &Registry,
+    existing: Option<&Object>,
+    op: &Op,
+    stamp: &Stamp,
+) -> Result<Option<Plan>, Error> {
+    match op {
+        Op::Put(put) => plan_put(registry, existing, put, stamp).map(Some),
+        Op::Delete { key, expect } => plan_delete(existing, key, *expect, stamp).map(Some),
+        Op::Status {
+            key,
+            status,
+            expect,
+        } => plan_update_status(registry, existing, key, status, *expect, stamp).map(Some),
+        Op::Check { key, expect } => check(Some(*expect), existing, key).map(|()| None),
+    }
+}
+
+/// What a `Check` answers: the object as it is, unchanged (an empty object when absent).
+pub fn checked(existing: Option<&Object>) -> Written {
+    Written {
+        object: existing.cloned().unwrap_or_default(),
+        outcome: Outcome::Unchanged,
     }
 }
 

@@ -30,8 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::{self, Plan, Stamp};
 use super::{
-    Compaction, Event, EventKind, Expect, Key, Listing, PutOp, Revision, Store, WatchStream,
-    Written,
+    Compaction, Event, EventKind, Expect, Key, Listing, Op, Revision, Store, WatchStream, Written,
 };
 use crate::Error;
 
@@ -191,27 +190,37 @@ impl EtcdStore {
                 registry: &self.registry,
                 read: &read,
                 staged: BTreeMap::new(),
+                guarded: Vec::new(),
                 written: Vec::new(),
             };
             let answer = plan(&mut staging)?;
             let Staging {
                 staged,
+                guarded,
                 mut written,
                 ..
             } = staging;
             if staged.is_empty() {
                 return Ok((answer, written.into_iter().map(|s| s.written).collect()));
             }
-            let mut compares = Vec::new();
+            // Every key written, and every key a `Check` guards, must still be as it was read.
+            let compared = staged
+                .keys()
+                .chain(guarded.iter().filter(|k| !staged.contains_key(*k)));
+            let compares: Vec<Compare> = compared
+                .map(|key| {
+                    let etcd_key = self.object_key(key);
+                    match read.get(key).and_then(Option::as_ref) {
+                        Some((_, mod_revision)) => {
+                            Compare::mod_revision(etcd_key, CompareOp::Equal, *mod_revision)
+                        }
+                        None => Compare::version(etcd_key, CompareOp::Equal, 0),
+                    }
+                })
+                .collect();
             let mut ops = Vec::new();
             for (key, after) in &staged {
                 let etcd_key = self.object_key(key);
-                compares.push(match read.get(key).and_then(Option::as_ref) {
-                    Some((_, mod_revision)) => {
-                        Compare::mod_revision(etcd_key.clone(), CompareOp::Equal, *mod_revision)
-                    }
-                    None => Compare::version(etcd_key.clone(), CompareOp::Equal, 0),
-                });
                 ops.push(match after {
                     Some(object) => TxnOp::put(etcd_key, stored_form(object), None),
                     None => TxnOp::delete(etcd_key, None),
@@ -260,6 +269,8 @@ struct Staging<'a> {
     read: &'a BTreeMap<Key, Option<(Object, i64)>>,
     /// The final state of every changed key: `None` deletes it.
     staged: BTreeMap<Key, Option<Object>>,
+    /// Keys a `Check` read: unchanged since, or the transaction fails.
+    guarded: Vec<Key>,
     written: Vec<Staged>,
 }
 
@@ -282,6 +293,15 @@ impl Staging<'_> {
             now: Timestamp::from(SystemTime::now()),
             uid: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// Records a `Check` of `key` that held when read.
+    fn guard(&mut self, key: Key, written: Written) {
+        self.guarded.push(key);
+        self.written.push(Staged {
+            written,
+            changed: false,
+        });
     }
 
     fn perform(&mut self, key: Key, plan: Plan) {
@@ -333,8 +353,8 @@ fn decode(kv: &KeyValue) -> Result<Object, Error> {
 }
 
 impl Store for EtcdStore {
-    async fn apply(&self, ops: Vec<PutOp>) -> Result<Vec<Written>, Error> {
-        let keys: Vec<Key> = ops.iter().map(|op| Key::of(&op.object)).collect();
+    async fn transact(&self, ops: Vec<Op>) -> Result<Vec<Written>, Error> {
+        let keys: Vec<Key> = ops.iter().map(Op::key).collect();
         let count = ops.len();
         let ((), written) = self
             .change(&keys, |staging| {
@@ -342,9 +362,12 @@ impl Store for EtcdStore {
                     let key = keys[index].clone();
                     let existing = staging.current(&key);
                     let plan =
-                        core::plan_put(staging.registry, existing.as_ref(), op, &Staging::stamp())
+                        core::plan_op(staging.registry, existing.as_ref(), op, &Staging::stamp())
                             .map_err(|e| e.in_batch(index, count, &key))?;
-                    staging.perform(key, plan);
+                    match plan {
+                        Some(plan) => staging.perform(key, plan),
+                        None => staging.guard(key, core::checked(existing.as_ref())),
+                    }
                 }
                 Ok(())
             })

@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::core::{self, Plan, Stamp};
 use super::hub::{self, History, Hub, Page, WatchOptions};
 use super::{
-    Compaction, Event, EventKind, Expect, Key, Listing, PutOp, Revision, Store, WatchStream,
-    Written,
+    Compaction, Event, EventKind, Expect, Key, Listing, Op, Revision, Store, WatchStream, Written,
 };
 use crate::Error;
 
@@ -166,17 +165,19 @@ impl Staging<'_> {
 }
 
 impl Store for MemStore {
-    async fn apply(&self, ops: Vec<PutOp>) -> Result<Vec<Written>, Error> {
+    async fn transact(&self, ops: Vec<Op>) -> Result<Vec<Written>, Error> {
         self.change(|staging| {
             let count = ops.len();
             let mut written = Vec::with_capacity(count);
             for (index, op) in ops.iter().enumerate() {
-                let key = Key::of(&op.object);
+                let key = op.key();
                 let existing = staging.current(&key);
-                let plan =
-                    core::plan_put(staging.registry, existing.as_ref(), op, &staging.stamp())
-                        .map_err(|e| e.in_batch(index, count, &key))?;
-                written.push(staging.perform(key, plan));
+                let plan = core::plan_op(staging.registry, existing.as_ref(), op, &staging.stamp())
+                    .map_err(|e| e.in_batch(index, count, &key))?;
+                written.push(match plan {
+                    Some(plan) => staging.perform(key, plan),
+                    None => core::checked(existing.as_ref()),
+                });
             }
             Ok(written)
         })

@@ -67,6 +67,36 @@ pub struct PutOp {
     pub expect: Option<Expect>,
 }
 
+/// One operation of an atomic [`Store::transact`]. Short-lived and moved, not stored, so the
+/// size difference between a put and the others does not matter.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Op {
+    /// Create or update an admitted object ([`Store::apply`]'s rules).
+    Put(PutOp),
+    /// Delete an object or mark it for deletion ([`Store::delete`]'s rules).
+    Delete { key: Key, expect: Option<Expect> },
+    /// Replace an object's status ([`Store::update_status`]'s rules).
+    Status {
+        key: Key,
+        status: Any,
+        expect: Option<Expect>,
+    },
+    /// Write nothing, but fail the whole transaction unless `expect` holds for `key` when it
+    /// commits (etcd's compare without a write).
+    Check { key: Key, expect: Expect },
+}
+
+impl Op {
+    /// The object this operation is about.
+    pub fn key(&self) -> Key {
+        match self {
+            Op::Put(op) => Key::of(&op.object),
+            Op::Delete { key, .. } | Op::Status { key, .. } | Op::Check { key, .. } => key.clone(),
+        }
+    }
+}
+
 /// What a change did, and the object as it is now (or was, when deleted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written {
@@ -168,7 +198,20 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Conflict` or `AlreadyExists` when a precondition fails, wrapped in `InBatch` when there
     /// are several puts; `Unavailable` when the store cannot write.
-    fn apply(&self, ops: Vec<PutOp>) -> impl Future<Output = Result<Vec<Written>, Error>> + Send;
+    fn apply(&self, ops: Vec<PutOp>) -> impl Future<Output = Result<Vec<Written>, Error>> + Send {
+        self.transact(ops.into_iter().map(Op::Put).collect())
+    }
+
+    /// Performs `ops` atomically and in order, each seeing the ones before it: all of them, or
+    /// none when one fails. Each op follows the rules of its single-op method; a `Check` writes
+    /// nothing. Returns one `Written` per op (a `Check`'s is the object as it is, `Unchanged`,
+    /// or an empty object when absent). On the etcd backend every change of one transaction
+    /// shares one revision, as with [`Store::apply`].
+    ///
+    /// # Errors
+    /// The first failing op's error (`NotFound`, `Conflict`, `AlreadyExists`, ...), wrapped in
+    /// `InBatch` when there are several ops; `Unavailable` when the store cannot write.
+    fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<Vec<Written>, Error>> + Send;
 
     /// # Errors
     /// `NotFound`.

@@ -30,8 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::core::{self, Plan, Stamp};
 use super::hub::{self, History, Hub, Page, WatchOptions};
 use super::{
-    Compaction, Event, EventKind, Expect, Key, Listing, PutOp, Revision, Store, WatchStream,
-    Written,
+    Compaction, Event, EventKind, Expect, Key, Listing, Op, Revision, Store, WatchStream, Written,
 };
 use crate::Error;
 
@@ -219,7 +218,7 @@ fn read_meta(conn: &Connection, key: &str) -> Result<u64, Error> {
 }
 
 impl Store for SqliteStore {
-    async fn apply(&self, ops: Vec<PutOp>) -> Result<Vec<Written>, Error> {
+    async fn transact(&self, ops: Vec<Op>) -> Result<Vec<Written>, Error> {
         self.send(|reply| Command::Apply { ops, reply }).await
     }
 
@@ -432,7 +431,7 @@ impl History for Readers {
 
 enum Command {
     Apply {
-        ops: Vec<PutOp>,
+        ops: Vec<Op>,
         reply: oneshot::Sender<Result<Vec<Written>, Error>>,
     },
     Delete {
@@ -647,11 +646,13 @@ impl TxState<'_> {
                 let count = ops.len();
                 let mut written = Vec::with_capacity(count);
                 for (index, op) in ops.into_iter().enumerate() {
-                    let key = Key::of(&op.object);
+                    let key = op.key();
                     let result = self.next_stamp().and_then(|stamp| {
                         let existing = load(conn, &key)?;
-                        let plan = core::plan_put(self.registry, existing.as_ref(), &op, &stamp)?;
-                        self.write(conn, &key, plan)
+                        match core::plan_op(self.registry, existing.as_ref(), &op, &stamp)? {
+                            Some(plan) => self.write(conn, &key, plan),
+                            None => Ok(core::checked(existing.as_ref())),
+                        }
                     });
                     match result {
                         Ok(w) => written.push(w),
