@@ -8,7 +8,9 @@
 //!   store sees it.
 //! - [`service`]: the tonic `ApiServer` implementation; thin.
 //! - [`types`]: types registered at run time (`rube.Type`), kept in the shared registry.
-//! - [`quota`]: Herd quotas checked when slices are put.
+//! - [`quota`]: Herd usage and quota figures, pure; [`herds`]: keeps each Herd's usage in its
+//!   status and enforces its quota, in the same transaction as the change (exact across
+//!   apiservers).
 //! - [`nodes`]: marks nodes NOT_READY when their leases expire.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
@@ -17,6 +19,7 @@
 //! Only [`service`] and [`serve`] know about gRPC; the store never sees a request.
 
 pub mod admission;
+pub mod herds;
 pub mod metrics;
 pub mod nodes;
 pub mod quota;

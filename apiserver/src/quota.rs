@@ -1,69 +1,149 @@
-//! Herd quotas at admission: a `runink.Slice` that would take its Herd over `quota.max_slices`,
-//! `cpu_millis`, `memory_bytes` or `pids` is refused, naming the limit, what is in use and what
-//! the slice asks for. The Herd's cgroup makes the kernel enforce the same limits on the node.
+//! Herd quotas and usage: what a Herd's unfinished slices hold, and the refusal of a change
+//! that would take a Herd over `quota.max_slices`, `cpu_millis`, `memory_bytes` or `pids`,
+//! naming the limit, the total and the slices. Pure; the service keeps the usage in the Herd's
+//! status (see `service.rs`).
 //!
-//! What counts: every slice of the Herd that has not finished (a slice whose status phase is
-//! SUCCEEDED or FAILED no longer holds anything), with the slice being put counted at its new
-//! size instead of its old one. A slice that declares no size for a resource counts as zero
-//! for it (only `max_slices` still counts it); what it really uses is bounded by the Herd's
-//! cgroup on its node, whose limits are the quota's.
+//! What counts: every slice of the Herd that has not finished for good
+//! ([`rubeapi::object::slice_finished`]: a slice that will restart still holds its share). A
+//! slice that declares no size for a resource counts as zero for it (only `max_slices` still
+//! counts it).
 //!
-//! [`check`] is pure. The service serializes the check and the write of Herds with quotas
-//! within one apiserver; several apiservers over one etcd can race past a quota between them
-//! (see docs/architecture.md).
+//! What the kernel enforces is less than this: each node's Herd cgroup carries the whole quota
+//! as its limits, so the kernel bounds what the Herd's slices use *on that node*; the cluster-wide
+//! figures are enforced here, at admission, from what slices declare (docs/api.md).
 
-use std::collections::HashMap;
+use std::ops::{Add, Sub};
 
-use rubeapi::object::{Key, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::Object;
-use rubeapi::runink::{Quota, Resources, Slice};
+use rubeapi::runink::{HerdStatus, Quota, Slice};
 
 use crate::Error;
-
-pub const SLICE: &str = "runink.Slice";
-pub const HERD: &str = "runink.Herd";
 
 /// Whether `quota` limits anything.
 pub fn limits_anything(quota: &Quota) -> bool {
     quota.max_slices > 0 || quota.cpu_millis > 0 || quota.memory_bytes > 0 || quota.pids > 0
 }
 
-/// Refuses `incoming` slices (all of Herd `herd`) when, together with the Herd's other
-/// slices in `stored`, they exceed `quota`.
+/// What slices hold of a Herd's quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub slices: u64,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pids: u64,
+}
+
+impl Usage {
+    /// What one stored slice holds: nothing when absent or finished for good.
+    pub fn of_slice(slice: Option<&Object>) -> Usage {
+        let Some(slice) = slice else {
+            return Usage::default();
+        };
+        if rubeapi::object::slice_finished(slice) {
+            return Usage::default();
+        }
+        let resources = slice
+            .spec_as::<Slice>()
+            .ok()
+            .and_then(|s| s.resources)
+            .unwrap_or_default();
+        Usage {
+            slices: 1,
+            cpu_millis: resources.cpu_millis,
+            memory_bytes: resources.memory_bytes,
+            pids: resources.pids,
+        }
+    }
+
+    /// What a Herd's stored slices hold together.
+    pub fn of_slices(slices: &[Object]) -> Usage {
+        slices
+            .iter()
+            .fold(Usage::default(), |sum, s| sum + Usage::of_slice(Some(s)))
+    }
+
+    pub fn from_status(status: &HerdStatus) -> Usage {
+        Usage {
+            slices: u64::from(status.slices),
+            cpu_millis: status.cpu_millis,
+            memory_bytes: status.memory_bytes,
+            pids: status.pids,
+        }
+    }
+
+    /// The Herd status that shows this usage, for a Herd at `generation`.
+    pub fn to_status(self, generation: u64) -> HerdStatus {
+        HerdStatus {
+            slices: u32::try_from(self.slices).unwrap_or(u32::MAX),
+            cpu_millis: self.cpu_millis,
+            memory_bytes: self.memory_bytes,
+            pids: self.pids,
+            observed_generation: generation,
+        }
+    }
+}
+
+impl Add for Usage {
+    type Output = Usage;
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            slices: self.slices.saturating_add(other.slices),
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            pids: self.pids.saturating_add(other.pids),
+        }
+    }
+}
+
+impl Sub for Usage {
+    type Output = Usage;
+    fn sub(self, other: Usage) -> Usage {
+        Usage {
+            slices: self.slices.saturating_sub(other.slices),
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            pids: self.pids.saturating_sub(other.pids),
+        }
+    }
+}
+
+/// Refuses a change of Herd `herd`'s usage from `before` to `after` when a figure it raises goes
+/// over `quota` (a change that only lowers figures is never refused, even over a quota that was
+/// lowered meanwhile). `slices` names the slices the change is about, for the message.
 pub fn check(
     herd: &str,
     quota: &Quota,
-    stored: &[Object],
-    incoming: &[(Key, Slice)],
+    before: Usage,
+    after: Usage,
+    slices: &[String],
 ) -> Result<(), Error> {
-    let mut counted: HashMap<Key, Resources> = stored
-        .iter()
-        .filter(|o| !rubeapi::object::slice_finished(o))
-        .filter_map(|o| {
-            let spec: Slice = o.spec_as().ok()?;
-            Some((Key::of(o), spec.resources.unwrap_or_default()))
-        })
-        .collect();
-    for (key, slice) in incoming {
-        counted.insert(key.clone(), slice.resources.unwrap_or_default());
-    }
-    let slices = counted.len() as u64;
-    let sum = |f: fn(&Resources) -> u64| counted.values().map(f).sum::<u64>();
-    let usage = [
-        ("max_slices", u64::from(quota.max_slices), slices),
-        ("cpu_millis", quota.cpu_millis, sum(|r| r.cpu_millis)),
-        ("memory_bytes", quota.memory_bytes, sum(|r| r.memory_bytes)),
-        ("pids", quota.pids, sum(|r| r.pids)),
+    let figures = [
+        (
+            "max_slices",
+            u64::from(quota.max_slices),
+            before.slices,
+            after.slices,
+        ),
+        (
+            "cpu_millis",
+            quota.cpu_millis,
+            before.cpu_millis,
+            after.cpu_millis,
+        ),
+        (
+            "memory_bytes",
+            quota.memory_bytes,
+            before.memory_bytes,
+            after.memory_bytes,
+        ),
+        ("pids", quota.pids, before.pids, after.pids),
     ];
-    for (name, limit, total) in usage {
-        if limit > 0 && total > limit {
-            let names: Vec<String> = incoming
-                .iter()
-                .map(|(k, _)| format!("{}/{}", k.namespace, k.name))
-                .collect();
+    for (name, limit, was, total) in figures {
+        if limit > 0 && total > was && total > limit {
             return Err(Error::QuotaExceeded(format!(
                 "slice {} would exceed herd {herd}'s quota: {name} {total} > {limit}",
-                names.join(", ")
+                slices.join(", ")
             )));
         }
     }
@@ -74,8 +154,8 @@ pub fn check(
 mod tests {
     use super::*;
     use rubeapi::object;
-    use rubeapi::runink::SliceStatus;
     use rubeapi::runink::slice_status::Phase;
+    use rubeapi::runink::{Resources, SliceStatus};
 
     fn slice(name: &str, cpu: u64, memory: u64, phase: Option<Phase>) -> Object {
         let mut o = object::new(
@@ -100,9 +180,19 @@ mod tests {
         o
     }
 
-    fn incoming(name: &str, cpu: u64, memory: u64) -> (Key, Slice) {
-        let o = slice(name, cpu, memory, None);
-        (Key::of(&o), o.spec_as().unwrap())
+    /// Checks putting `incoming` (new or replacing stored slices of the same name) into a
+    /// Herd that holds `stored`, as the service does: the usage before and after the change.
+    fn check_puts(stored: &[Object], incoming: &[(&str, u64, u64)]) -> Result<(), Error> {
+        let before = Usage::of_slices(stored);
+        let mut after = before;
+        let mut names = Vec::new();
+        for (name, cpu, memory) in incoming {
+            let replaced = stored.iter().find(|o| o.name() == *name);
+            after = after - Usage::of_slice(replaced)
+                + Usage::of_slice(Some(&slice(name, *cpu, *memory, None)));
+            names.push(format!("h/{name}"));
+        }
+        check("h", &quota(), before, after, &names)
     }
 
     fn quota() -> Quota {
@@ -120,8 +210,8 @@ mod tests {
             slice("a", 400, 0, Some(Phase::Running)),
             slice("b", 400, 0, None),
         ];
-        assert!(check("h", &quota(), &stored, &[incoming("c", 200, 0)]).is_ok());
-        let error = check("h", &quota(), &stored, &[incoming("c", 300, 0)]).unwrap_err();
+        assert!(check_puts(&stored, &[("c", 200, 0)]).is_ok());
+        let error = check_puts(&stored, &[("c", 300, 0)]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "slice h/c would exceed herd h's quota: cpu_millis 1100 > 1000"
@@ -136,16 +226,8 @@ mod tests {
             slice("c", 900, 0, Some(Phase::Running)),
         ];
         // c shrinks from 900 to 500; d takes the other 500.
-        assert!(
-            check(
-                "h",
-                &quota(),
-                &stored,
-                &[incoming("c", 500, 0), incoming("d", 500, 0)]
-            )
-            .is_ok()
-        );
-        assert!(check("h", &quota(), &stored, &[incoming("d", 200, 0)]).is_err());
+        assert!(check_puts(&stored, &[("c", 500, 0), ("d", 500, 0)]).is_ok());
+        assert!(check_puts(&stored, &[("d", 200, 0)]).is_err());
     }
 
     #[test]
@@ -155,8 +237,24 @@ mod tests {
             slice("b", 0, 0, None),
             slice("c", 1, 0, None),
         ];
-        let error = check("h", &quota(), &stored, &[incoming("d", 0, 0)]).unwrap_err();
+        let error = check_puts(&stored, &[("d", 0, 0)]).unwrap_err();
         assert!(error.to_string().ends_with("max_slices 4 > 3"), "{error}");
-        assert!(check("h", &quota(), &stored[..2], &[incoming("d", 0, 0)]).is_ok());
+        assert!(check_puts(&stored[..2], &[("d", 0, 0)]).is_ok());
+    }
+
+    #[test]
+    fn a_change_that_only_lowers_usage_passes_an_exceeded_quota() {
+        let big = Usage {
+            slices: 5,
+            cpu_millis: 5000,
+            ..Default::default()
+        };
+        let smaller = Usage {
+            slices: 5,
+            cpu_millis: 4000,
+            ..Default::default()
+        };
+        assert!(check("h", &quota(), big, smaller, &["h/x".into()]).is_ok());
+        assert!(check("h", &quota(), smaller, big, &["h/x".into()]).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! The gRPC service: each handler is admit, one store call, error mapping.
+//! The gRPC service: each handler admits its request, makes one store transaction (through
+//! [`Accounting`], which adds the Herd usage the change alters), and maps errors to codes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
+use prost::Name;
 use rubeapi::Registry;
 use rubeapi::rube::api_server_server::ApiServer;
 use rubeapi::rube::{
@@ -13,15 +15,16 @@ use rubeapi::rube::{
     GetRequest, ListRequest, ListResponse, Object, PutRequest, PutResponse, TypesRequest,
     TypesResponse, UpdateStatusRequest, WatchEvent, WatchRequest,
 };
+use rubeapi::runink::Herd;
 use rubeapi::selector::Filter;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::admission::{self, Limits};
+use crate::herds::Accounting;
 use crate::metrics::Metrics;
-use crate::quota;
-use crate::store::{Expect, Key, PutOp, Store, Written};
+use crate::store::{Expect, Key, Op, PutOp, Store, Written};
 use crate::types;
 
 /// The `ApiServer` implementation over a store.
@@ -32,8 +35,8 @@ pub struct ApiService<S> {
     metrics: Arc<Metrics>,
     /// Ends every watch stream, so a graceful shutdown does not wait for clients.
     shutdown: CancellationToken,
-    /// Serializes quota checks with their writes.
-    quota_lock: tokio::sync::Mutex<()>,
+    /// Herd usage and quotas, kept in the same transaction as each change.
+    accounting: Accounting,
 }
 
 impl<S: Store> ApiService<S> {
@@ -50,7 +53,7 @@ impl<S: Store> ApiService<S> {
             limits,
             metrics,
             shutdown,
-            quota_lock: tokio::sync::Mutex::new(()),
+            accounting: Accounting::default(),
         }
     }
 
@@ -94,63 +97,27 @@ impl<S: Store> ApiService<S> {
         let touches_types = ops
             .iter()
             .any(|op| Key::of(&op.object).type_name == types::TYPE_KIND);
-        // Held across the check and the write, so two slices cannot both fit the last room in
-        // a Herd's quota.
-        let _quota = self.check_quotas(&ops).await?;
-        let written = self.store.apply(ops).await?;
+        let written = self
+            .accounting
+            .transact(
+                &*self.store,
+                &self.registry,
+                ops.into_iter().map(Op::Put).collect(),
+            )
+            .await?;
         if touches_types {
             types::refresh(&*self.store, &self.registry).await?;
         }
         Ok(written)
     }
 
-    /// Refuses slices that would exceed their Herd's quota. Returns the quota lock when any
-    /// Herd in the batch has a quota; the caller holds it until the write is done.
-    async fn check_quotas(
-        &self,
-        ops: &[PutOp],
-    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, Error> {
-        let mut by_herd: std::collections::BTreeMap<String, Vec<(Key, rubeapi::runink::Slice)>> =
-            Default::default();
-        for op in ops {
-            let key = Key::of(&op.object);
-            if key.type_name == quota::SLICE {
-                let spec = rubeapi::object::ObjectExt::spec_as(&op.object)
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                by_herd
-                    .entry(key.namespace.clone())
-                    .or_default()
-                    .push((key, spec));
-            }
-        }
-        let mut guard = None;
-        for (herd, incoming) in by_herd {
-            let herd_key = Key::new(quota::HERD, "", &herd);
-            let quota = match self.store.get(herd_key).await {
-                Ok(object) => rubeapi::object::ObjectExt::spec_as::<rubeapi::runink::Herd>(&object)
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                    .quota
-                    .unwrap_or_default(),
-                Err(Error::NotFound { .. }) => continue,
-                Err(error) => return Err(error),
-            };
-            if !quota::limits_anything(&quota) {
-                continue;
-            }
-            if guard.is_none() {
-                guard = Some(self.quota_lock.lock().await);
-            }
-            let stored = self
-                .store
-                .list(Filter {
-                    type_name: quota::SLICE.to_owned(),
-                    namespace: herd.clone(),
-                    ..Default::default()
-                })
-                .await?;
-            quota::check(&herd, &quota, &stored.objects, &incoming)?;
-        }
-        Ok(guard)
+    /// One op through [`Accounting`], for the handlers that change a single object.
+    async fn transact_one(&self, op: Op) -> Result<Written, Error> {
+        let mut written = self
+            .accounting
+            .transact(&*self.store, &self.registry, vec![op])
+            .await?;
+        Ok(written.remove(0))
     }
 
     fn admit_put(&self, request: PutRequest) -> Result<PutOp, Error> {
@@ -242,10 +209,8 @@ impl<S: Store> ApiServer for ApiService<S> {
             if is_type {
                 types::admit_type_delete(&*self.store, &self.registry, &key.name).await?;
             }
-            let written = self
-                .store
-                .delete(key, Expect::from_proto(r.precondition.as_ref()))
-                .await?;
+            let expect = Expect::from_proto(r.precondition.as_ref());
+            let written = self.transact_one(Op::Delete { key, expect }).await?;
             if is_type {
                 types::refresh(&*self.store, &self.registry).await?;
             }
@@ -268,10 +233,14 @@ impl<S: Store> ApiServer for ApiService<S> {
                 .status
                 .ok_or_else(|| Error::Invalid("the request has no status".into()))?;
             admission::admit_status(&self.registry, &self.limits, &key, &mut status)?;
-            let written = self
-                .store
-                .update_status(key, status, Expect::from_proto(r.precondition.as_ref()))
-                .await?;
+            if key.type_name == Herd::full_name() {
+                return Err(Error::Invalid(format!(
+                    "the status of {} {} is the usage of its slices, kept by the apiserver; it cannot be written",
+                    key.type_name, key.name
+                )));
+            }
+            let expect = Expect::from_proto(r.precondition.as_ref());
+            let written = self.transact_one(Op::Status { key, status, expect }).await?;
             Ok(written.object)
         })
         .await

@@ -289,3 +289,68 @@ async fn a_type_registered_through_one_apiserver_is_known_to_the_other() {
             .is_ok()
     );
 }
+
+/// Regression: the quota check was exact only within one apiserver (a lock per process), so
+/// two apiservers over one etcd could each admit the last slice that fits. The Herd's usage is
+/// now compare-and-swapped in the same transaction as the admitted slice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_apiservers_racing_over_one_etcd_cannot_take_a_herd_past_its_quota() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let etcd = Etcd::start().await;
+    let a = apiserver(&etcd.endpoints(), "/quota");
+    let b = apiserver(&etcd.endpoints(), "/quota");
+    let clients = [
+        Client::connect(&a.addr).await.unwrap(),
+        Client::connect(&b.addr).await.unwrap(),
+    ];
+    let herd = rubeapi::runink::Herd {
+        quota: Some(rubeapi::runink::Quota {
+            max_slices: 5,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    clients[0]
+        .put(object::new("", "team", &herd), None)
+        .await
+        .unwrap();
+    // Rounds of 10 puts each, half through each apiserver at once, until the quota is full;
+    // then every further put is refused.
+    let puts = (0..40).map(|i| {
+        let client = clients[i % 2].clone();
+        tokio::spawn(async move {
+            let slice = rubeapi::runink::Slice {
+                command: "/bin/true".into(),
+                ..Default::default()
+            };
+            client
+                .put(object::new("team", &format!("s{i}"), &slice), None)
+                .await
+        })
+    });
+    let results = futures::future::join_all(puts).await;
+    let mut accepted = 0;
+    for result in results {
+        match result.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(error) => assert_eq!(
+                error.code(),
+                Some(tonic::Code::ResourceExhausted),
+                "only the quota refuses: {error}"
+            ),
+        }
+    }
+    assert_eq!(accepted, 5);
+    let stored = clients[1]
+        .list(Selector {
+            r#type: "runink.Slice".into(),
+            namespace: "team".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.objects.len(), 5);
+    let usage = clients[1].get("runink.Herd", "", "team").await.unwrap();
+    let usage: rubeapi::runink::HerdStatus = usage.status_as().unwrap().unwrap();
+    assert_eq!(usage.slices, 5);
+}

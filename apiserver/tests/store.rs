@@ -256,9 +256,10 @@ async fn an_atomic_batch_with_one_bad_put_applies_nothing() {
         )
     );
     assert_eq!(revision(&client).await, before);
-    assert!(
-        matches!(client.get("runink.Slice", "herd", "new-1").await, Err(Error::NotFound(_)))
-    );
+    assert!(matches!(
+        client.get("runink.Slice", "herd", "new-1").await,
+        Err(Error::NotFound(_))
+    ));
 
     let ok = client
         .apply(vec![
@@ -708,4 +709,88 @@ async fn concurrent_puts_cannot_race_past_a_quota() {
         .count();
     assert_eq!(accepted, 3);
     assert_eq!(client.list(slices()).await.unwrap().objects.len(), 3);
+}
+
+fn herd_status(object: &Object) -> rubeapi::runink::HerdStatus {
+    object
+        .status_as::<rubeapi::runink::HerdStatus>()
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Regression: a Herd's status was never written, so nothing showed how much of its quota a
+/// tenant used. It is kept in the same transaction as each change that alters it.
+#[tokio::test]
+async fn a_herds_status_shows_what_its_unfinished_slices_hold() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    put(
+        &client,
+        object::new("", "team", &rubeapi::runink::Herd::default()),
+    )
+    .await;
+    let usage = |client: Client| async move {
+        let herd = client.get("runink.Herd", "", "team").await.unwrap();
+        let s = herd_status(&herd);
+        (s.slices, s.cpu_millis)
+    };
+    put(&client, sized("team", "a", 400)).await;
+    put(&client, sized("team", "b", 300)).await;
+    assert_eq!(usage(client.clone()).await, (2, 700));
+    // Resized: the new size replaces the old one.
+    put(&client, sized("team", "b", 100)).await;
+    assert_eq!(usage(client.clone()).await, (2, 500));
+    // Finished for good: released. A restart policy that will run it again keeps it counted.
+    let finished = |phase| {
+        object::pack(&SliceStatus {
+            phase: phase as i32,
+            ..Default::default()
+        })
+    };
+    client
+        .update_status(
+            "runink.Slice",
+            "team",
+            "a",
+            finished(rubeapi::runink::slice_status::Phase::Succeeded),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage(client.clone()).await, (1, 100));
+    let mut restarting = sized("team", "r", 50);
+    let mut spec: Slice = restarting.spec_as().unwrap();
+    spec.set_restart_policy(rubeapi::runink::RestartPolicy::OnFailure);
+    restarting.spec = Some(object::pack(&spec));
+    put(&client, restarting).await;
+    client
+        .update_status(
+            "runink.Slice",
+            "team",
+            "r",
+            finished(rubeapi::runink::slice_status::Phase::Failed),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage(client.clone()).await, (2, 150));
+    // Deleted: released.
+    client
+        .delete("runink.Slice", "team", "b", None)
+        .await
+        .unwrap();
+    assert_eq!(usage(client.clone()).await, (1, 50));
+    // Nobody else writes it.
+    let refused = client
+        .update_status(
+            "runink.Herd",
+            "",
+            "team",
+            object::pack(&rubeapi::runink::HerdStatus::default()),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(Code::InvalidArgument), "{refused}");
+    assert_eq!(usage(client.clone()).await, (1, 50));
 }
