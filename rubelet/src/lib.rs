@@ -191,7 +191,8 @@ pub async fn run(args: Args) -> Result<()> {
         renew_every: args.renew_interval,
         lease_duration: args.lease_duration,
     };
-    tasks.spawn(node::run(client.clone(), config, cancel.clone()));
+    let (registered, registration) = tokio::sync::oneshot::channel();
+    tasks.spawn(node::run(client.clone(), config, cancel.clone(), registered));
 
     let shared = Shared {
         name: name.clone(),
@@ -227,7 +228,21 @@ pub async fn run(args: Args) -> Result<()> {
     tracing::info!(node = %name, %addr, server = %args.server, state_dir = %args.state_dir.display(), "rubelet started");
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // READY=1 means "registered": until then the node's controllers already run what the
+    // local state holds, but the cluster does not know the node yet.
+    let waiting = format!("registering node {name} with {}", args.server);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&waiting)]);
+    tasks.spawn(async move {
+        if registration.await.is_ok() {
+            let _ = sd_notify::notify(
+                false,
+                &[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status("registered; running the node's controllers"),
+                ],
+            );
+        }
+    });
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     tokio::select! {

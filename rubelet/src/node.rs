@@ -145,8 +145,15 @@ pub fn timestamp(at: SystemTime) -> Timestamp {
 }
 
 /// Registers the node, then renews its lease and keeps its status current every
-/// `config.renew_every` until `cancel` fires.
-pub async fn run(client: Client, config: NodeConfig, cancel: CancellationToken) {
+/// `config.renew_every` until `cancel` fires. `registered` is told once, after the node and
+/// its lease were first written.
+pub async fn run(
+    client: Client,
+    config: NodeConfig,
+    cancel: CancellationToken,
+    registered: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut registered = Some(registered);
     let mut heart = Heart::default();
     let mut ticker = tokio::time::interval(config.renew_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,6 +166,9 @@ pub async fn run(client: Client, config: NodeConfig, cancel: CancellationToken) 
             Ok(()) => {
                 if !heart.healthy {
                     tracing::info!(node = %config.name, "registered; lease renewed");
+                }
+                if let Some(registered) = registered.take() {
+                    let _ = registered.send(());
                 }
                 heart.healthy = true;
             }
