@@ -14,17 +14,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Name;
 use rubeapi::object::{self, Key, ObjectExt};
 use rubeapi::rube::node_status::Condition;
-use rubeapi::rube::{NodeStatus, Object};
+use rubeapi::rube::{Lease, Node, NodeStatus, Object};
 use rubeapi::selector::Filter;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Expect, Store};
-
-pub const NODE: &str = "rube.Node";
-pub const LEASE: &str = "rube.Lease";
 
 /// When a node counts as gone.
 #[derive(Debug, Clone, Copy)]
@@ -142,10 +140,10 @@ async fn check<S: Store>(
     liveness: &mut Liveness,
     grace: Duration,
 ) -> Result<(), crate::Error> {
-    let leases = store.list(Filter::of_type(LEASE)).await?;
+    let leases = store.list(Filter::of_type(&Lease::full_name())).await?;
     let now = Instant::now();
     liveness.observe(leases.objects.iter().map(|l| (l.name(), l.revision())), now);
-    let nodes = store.list(Filter::of_type(NODE)).await?;
+    let nodes = store.list(Filter::of_type(&Node::full_name())).await?;
     for (key, revision, status) in to_mark(&nodes.objects, liveness, now, grace) {
         tracing::warn!(node = %key.name, message = %status.message, "node not ready");
         match store

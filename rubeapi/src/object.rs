@@ -64,6 +64,14 @@ pub fn unpack<M: prost::Message + Name + Default>(any: &Any) -> Result<M, Error>
     })
 }
 
+/// Whether `type_name` is the protobuf full name of kind `M`, without building the name.
+pub fn is_kind<M: Name>(type_name: &str) -> bool {
+    type_name
+        .strip_prefix(M::PACKAGE)
+        .and_then(|rest| rest.strip_prefix('.'))
+        == Some(M::NAME)
+}
+
 /// The name of the `rube.Lease` a node's rubelet renews: `node-<node>`. Leases of cluster
 /// controllers' elections are named `controller-<name>`, so the two never collide.
 pub fn node_lease(node: &str) -> String {

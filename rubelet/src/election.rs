@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::client::{at_revision, must_not_exist};
 use rubeapi::object::{self, ObjectExt};
@@ -23,7 +24,7 @@ use rubeapi::rube::Lease;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{LEASE, renewed_lease};
+use crate::node::renewed_lease;
 
 /// How long a lease lasts, how often the leader renews it, and how long a leader goes on
 /// without a successful renewal.
@@ -144,7 +145,11 @@ impl Candidate {
     }
 
     async fn try_acquire(&mut self) -> Result<Option<(u64, Lease)>, rubeapi::Error> {
-        let read = match self.client.get(LEASE, "", &self.lease_name).await {
+        let read = match self
+            .client
+            .get(&Lease::full_name(), "", &self.lease_name)
+            .await
+        {
             Ok(object) => Some((object.spec_as::<Lease>()?, object.revision())),
             Err(error) if error.is_not_found() => None,
             Err(error) => return Err(error),

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use controllers::{Key, Metrics, Options, Reflector};
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::object::ObjectExt;
 use rubeapi::rube::Selector;
@@ -35,7 +36,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeConfig;
 
-const HERD: &str = "runink.Herd";
 use crate::state::StateStore;
 
 #[derive(Debug, clap::Parser)]
@@ -192,7 +192,12 @@ pub async fn run(args: Args) -> Result<()> {
         lease_duration: args.lease_duration,
     };
     let (registered, registration) = tokio::sync::oneshot::channel();
-    tasks.spawn(node::run(client.clone(), config, cancel.clone(), registered));
+    tasks.spawn(node::run(
+        client.clone(),
+        config,
+        cancel.clone(),
+        registered,
+    ));
 
     let shared = Shared {
         name: name.clone(),
@@ -398,7 +403,7 @@ impl Shared {
     /// Herd quotas from a mirrored cache of every Herd, for the Herd cgroups.
     fn herd_quotas(&self, tasks: &mut JoinSet<()>) -> slices::controller::HerdQuota {
         let selector = Selector {
-            r#type: HERD.to_owned(),
+            r#type: Herd::full_name(),
             ..Default::default()
         };
         let (reflector, cache) =
@@ -406,7 +411,7 @@ impl Shared {
         let reflector = reflector.with_mirror(self.state.mirror("herds"));
         tasks.spawn(reflector.run(|_, _| {}, self.cancel.clone()));
         Arc::new(move |herd: &str| {
-            let object = cache.get(&Key::new(HERD, "", herd))?;
+            let object = cache.get(&Key::new(&Herd::full_name(), "", herd))?;
             object.spec_as::<Herd>().ok()?.quota
         })
     }

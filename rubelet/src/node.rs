@@ -8,12 +8,13 @@
 //! Renewing the lease is the only write of a quiet node: the status (with `last_heartbeat`) is
 //! written when it changes, not on every tick, so that a thousand idle nodes add only lease
 //! renewals to the store, whose history keeps just the latest of each (see the apiserver's
-//! `store::core::SUPERSEDED_HISTORY`).
+//! `store::core::supersedes_history`).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use prost::Name;
 use prost_types::Timestamp;
 use rubeapi::Client;
 use rubeapi::client::{at_revision, must_not_exist};
@@ -21,9 +22,6 @@ use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::node_status::Condition;
 use rubeapi::rube::{Lease, Node, NodeStatus, Object, Resources};
 use tokio_util::sync::CancellationToken;
-
-pub const NODE: &str = "rube.Node";
-pub const LEASE: &str = "rube.Lease";
 
 /// Who this node is and how often it says so.
 #[derive(Debug, Clone)]
@@ -192,7 +190,7 @@ struct Heart {
 impl Heart {
     async fn beat(&mut self, client: &Client, config: &NodeConfig) -> Result<(), rubeapi::Error> {
         self.renew(client, config).await?;
-        let existing = match client.get(NODE, "", &config.name).await {
+        let existing = match client.get(&Node::full_name(), "", &config.name).await {
             Ok(node) => Some(node),
             Err(error) if error.is_not_found() => None,
             Err(error) => return Err(error),
@@ -214,7 +212,7 @@ impl Heart {
             let revision = node.as_ref().map_or(0, ObjectExt::revision);
             client
                 .update_status(
-                    NODE,
+                    &Node::full_name(),
                     "",
                     &config.name,
                     object::pack(&want),
@@ -231,7 +229,7 @@ impl Heart {
         for _ in 0..2 {
             let (existing, precondition) = match &self.lease {
                 Some(lease) => (lease.spec_as::<Lease>().ok(), at_revision(lease.revision())),
-                None => match client.get(LEASE, "", &name).await {
+                None => match client.get(&Lease::full_name(), "", &name).await {
                     Ok(lease) => (lease.spec_as::<Lease>().ok(), at_revision(lease.revision())),
                     Err(error) if error.is_not_found() => (None, must_not_exist()),
                     Err(error) => return Err(error),

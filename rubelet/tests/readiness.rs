@@ -1,7 +1,6 @@
 //! The rubelet's readiness as systemd sees it (`Type=notify`): READY=1 only once its Node is
 //! registered, not while the apiserver cannot be reached.
 
-#[allow(dead_code)]
 mod harness;
 
 use std::os::unix::net::UnixDatagram;
@@ -67,7 +66,10 @@ async fn ready_is_sent_once_the_node_is_registered_not_before() {
         before.contains("STATUS=registering node ready-1"),
         "{before:?}"
     );
-    assert!(!before.contains("READY=1"), "ready before registering: {before:?}");
+    assert!(
+        !before.contains("READY=1"),
+        "ready before registering: {before:?}"
+    );
 
     let mut apiserver = Command::new(apiserver_bin())
         .args(["--listen", &addr, "--metrics-listen", "off", "--data-dir"])
@@ -87,5 +89,8 @@ async fn ready_is_sent_once_the_node_is_registered_not_before() {
         let _ = hierarchy.remove(&cgroups::CgroupPath::root(), Duration::from_secs(1));
     }
     assert!(after.contains("READY=1"), "{after:?}");
-    assert!(node.is_ok(), "READY=1 came before the Node existed: {node:?}");
+    assert!(
+        node.is_ok(),
+        "READY=1 came before the Node existed: {node:?}"
+    );
 }

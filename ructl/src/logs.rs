@@ -6,15 +6,16 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::object::ObjectExt;
-use rubeapi::rube::NodeStatus;
-use rubeapi::runink::SliceStatus;
+use rubeapi::rube::{Node, NodeStatus};
+use rubeapi::runink::{Slice, SliceStatus};
 
 /// Where slice `namespace/name`'s logs are served: `http://ADDR/logs/NS/NAME`.
 pub async fn locate(client: &Client, namespace: &str, name: &str) -> Result<String> {
     let slice = client
-        .get("runink.Slice", namespace, name)
+        .get(&Slice::full_name(), namespace, name)
         .await
         .with_context(|| format!("slice {namespace}/{name}"))?;
     let status: Option<SliceStatus> = slice.status_as()?;
@@ -31,7 +32,7 @@ pub async fn locate(client: &Client, namespace: &str, name: &str) -> Result<Stri
         bail!("slice {namespace}/{name} is not bound to a node (no node label, no status)");
     };
     let node_object = client
-        .get("rube.Node", "", &node)
+        .get(&Node::full_name(), "", &node)
         .await
         .with_context(|| format!("node {node} of slice {namespace}/{name}"))?;
     let address = node_object

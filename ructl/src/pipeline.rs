@@ -12,6 +12,7 @@ use std::io::Write as _;
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use futures::StreamExt;
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::client::at_revision;
 use rubeapi::object::{self, ObjectExt};
@@ -21,7 +22,6 @@ use rubeapi::runink::pipeline_status::Phase;
 use rubeapi::runink::step_status::State;
 use rubeapi::runink::{Pipeline, PipelineStatus, StepStatus};
 
-const PIPELINE: &str = "runink.Pipeline";
 /// Conditional puts that lose to another writer are tried again this many times.
 const EDIT_ATTEMPTS: usize = 10;
 
@@ -83,7 +83,9 @@ pub async fn run(client: &Client, command: Command) -> Result<()> {
             if watch {
                 return watch_status(client, &namespace, &name, output).await;
             }
-            let object = client.get(PIPELINE, &namespace, &name).await?;
+            let object = client
+                .get(&Pipeline::full_name(), &namespace, &name)
+                .await?;
             print!("{}", render(&object, output)?);
             Ok(())
         }
@@ -151,7 +153,7 @@ async fn edit(
     change: impl Fn(&mut Pipeline) -> Result<String>,
 ) -> Result<()> {
     for _ in 0..EDIT_ATTEMPTS {
-        let mut object = client.get(PIPELINE, namespace, name).await?;
+        let mut object = client.get(&Pipeline::full_name(), namespace, name).await?;
         let mut spec: Pipeline = object.spec_as()?;
         let said = change(&mut spec)?;
         let revision = object.revision();
@@ -176,10 +178,10 @@ async fn watch_status(
     name: &str,
     output: StatusFormat,
 ) -> Result<()> {
-    let object = client.get(PIPELINE, namespace, name).await?;
+    let object = client.get(&Pipeline::full_name(), namespace, name).await?;
     redraw(&render(&object, output)?)?;
     let selector = Selector {
-        r#type: PIPELINE.into(),
+        r#type: Pipeline::full_name(),
         namespace: namespace.into(),
         name: name.into(),
         ..Default::default()

@@ -5,7 +5,7 @@
 use prost_reflect::DynamicMessage;
 use prost_types::{Any, Timestamp};
 use rubeapi::Registry;
-use rubeapi::rube::{Metadata, Object, Outcome};
+use rubeapi::rube::{Lease, Metadata, Object, Outcome};
 
 use super::{Expect, Key, Labels, Op, PutOp, Revision, Written};
 use crate::Error;
@@ -17,11 +17,10 @@ use crate::Error;
 /// resume from (and that retention compaction trims by count). A watcher that resumes from
 /// before a superseded put receives the newer put instead: it may skip intermediate states of
 /// such an object, never its current one. Deletes are always kept.
-pub const SUPERSEDED_HISTORY: &[&str] = &["rube.Lease"];
-
-/// Whether puts of `type_name` supersede its earlier puts in the history.
+///
+/// The one such kind is `rube.Lease`; the sqlite backend's partial index is built for it.
 pub fn supersedes_history(type_name: &str) -> bool {
-    SUPERSEDED_HISTORY.contains(&type_name)
+    rubeapi::object::is_kind::<Lease>(type_name)
 }
 
 /// What the caller provides for a change: its revision, the time, and a fresh uid for creation.

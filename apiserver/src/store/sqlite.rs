@@ -18,10 +18,10 @@ use std::thread;
 use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
-use prost::Message;
+use prost::{Message, Name};
 use prost_types::{Any, Timestamp};
 use rubeapi::Registry;
-use rubeapi::rube::{Metadata, Object, Outcome};
+use rubeapi::rube::{Lease, Metadata, Object, Outcome};
 use rubeapi::selector::Filter;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -62,9 +62,25 @@ CREATE TABLE IF NOT EXISTS events (
     data BLOB NOT NULL,
     prev_labels BLOB
 );
--- Finds the earlier puts that a lease renewal supersedes (see core::SUPERSEDED_HISTORY).
-CREATE INDEX IF NOT EXISTS lease_events ON events (namespace, name) WHERE type = 'rube.Lease';
 ";
+
+/// Finds the earlier puts that a lease renewal supersedes (`core::supersedes_history`). A
+/// partial index needs its kind as a literal, so the statement is built from the type's name.
+fn lease_events_index() -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS lease_events ON events (namespace, name) WHERE type = '{}';",
+        Lease::full_name()
+    )
+}
+
+/// Deletes the puts a lease renewal supersedes; the literal kind lets sqlite use the index.
+static SUPERSEDED_PUTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "DELETE FROM events WHERE type = '{}' AND namespace = ?1 AND name = ?2
+         AND kind = 0 AND revision < ?3",
+        Lease::full_name()
+    )
+});
 
 /// Settings of the sqlite backend.
 #[derive(Debug, Clone)]
@@ -123,6 +139,7 @@ impl SqliteStore {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&lease_events_index())?;
         let revision = read_meta(&conn, "revision")?;
         let compacted = read_meta(&conn, "compacted")?;
         let hub = Arc::new(Hub::new(revision, options.watch.buffer));
@@ -763,16 +780,11 @@ impl TxState<'_> {
             prev
         ])?;
         if kind == EventKind::Put && core::supersedes_history(&key.type_name) {
-            debug_assert_eq!(
-                core::SUPERSEDED_HISTORY,
-                ["rube.Lease"],
-                "lease_events index"
-            );
-            conn.prepare_cached(
-                "DELETE FROM events WHERE type = 'rube.Lease' AND namespace = ?1 AND name = ?2
-                 AND kind = 0 AND revision < ?3",
-            )?
-            .execute(params![key.namespace, key.name, self.revision as i64])?;
+            conn.prepare_cached(&SUPERSEDED_PUTS)?.execute(params![
+                key.namespace,
+                key.name,
+                self.revision as i64
+            ])?;
         }
         self.events.push(Arc::new(Event {
             revision: self.revision,
