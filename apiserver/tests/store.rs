@@ -13,25 +13,18 @@ use rubeapi::client::{at_revision, must_not_exist};
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Outcome, PutRequest, Selector, WatchEvent, watch_event};
 use rubeapi::runink::{Slice, SliceStatus};
-use rubeapi::{Client, Error};
+use rubeapi::{Client, Error, testing};
 use tonic::Code;
 
 fn slice(name: &str, command: &str) -> Object {
-    let spec = Slice {
-        command: command.into(),
-        ..Default::default()
-    };
-    object::new("herd", name, &spec)
+    testing::slice("herd", name).command(command).build()
 }
 
 fn labelled(name: &str, command: &str, node: &str) -> Object {
-    let mut o = slice(name, command);
-    o.metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .insert("node".into(), node.into());
-    o
+    testing::slice("herd", name)
+        .command(command)
+        .node(node)
+        .build()
 }
 
 fn slices() -> Selector {
@@ -610,15 +603,7 @@ async fn lease_renewals_supersede_their_history_and_everything_else_keeps_it() {
 }
 
 fn sized(herd: &str, name: &str, cpu_millis: u64) -> Object {
-    let spec = Slice {
-        command: "/bin/true".into(),
-        resources: Some(rubeapi::runink::Resources {
-            cpu_millis,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    object::new(herd, name, &spec)
+    testing::slice(herd, name).cpu_millis(cpu_millis).build()
 }
 
 #[tokio::test]

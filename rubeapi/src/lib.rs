@@ -10,6 +10,8 @@
 //! - [`selector`]: label selectors (`node=worker-1,tier!=db`) and object filters.
 //! - [`object`]: helpers to build and read objects with typed specs.
 //! - [`client`]: the async client over tonic.
+//! - `testing` (feature `testing`): object builders and the skip banner every crate's tests
+//!   share.
 //! - [`validate`]: semantic rules of built-in kinds (a pipeline has no cycle, a unit no
 //!   contradiction), used by admission.
 //!
@@ -20,6 +22,8 @@ pub mod json;
 pub mod object;
 pub mod registry;
 pub mod selector;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 pub mod validate;
 

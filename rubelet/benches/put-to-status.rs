@@ -24,11 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cgroups::{CgroupPath, Hierarchy};
 use futures::StreamExt;
 use rubeapi::Client;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::watch_event::Event;
 use rubeapi::rube::{Object, Selector};
 use rubeapi::runink::slice_status::Phase;
-use rubeapi::runink::{RestartPolicy, Slice, SliceStatus};
+use rubeapi::runink::{RestartPolicy, SliceStatus};
 
 const SLICE: &str = "runink.Slice";
 const NAMESPACE: &str = "bench";
@@ -209,19 +209,10 @@ impl Drop for Node {
 }
 
 fn slice(name: &str, node: &str) -> Object {
-    let spec = Slice {
-        command: "/bin/true".into(),
-        restart_policy: RestartPolicy::Never as i32,
-        ..Default::default()
-    };
-    let mut object = object::new(NAMESPACE, name, &spec);
-    object
-        .metadata
-        .as_mut()
-        .expect("metadata")
-        .labels
-        .insert("node".into(), node.into());
-    object
+    rubeapi::testing::slice(NAMESPACE, name)
+        .restart(RestartPolicy::Never)
+        .node(node)
+        .build()
 }
 
 fn unix_ms(t: SystemTime) -> i64 {

@@ -209,20 +209,13 @@ impl Mirror for SqliteMirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rubeapi::object;
     use rubeapi::runink::Slice;
 
     fn slice(name: &str, revision: u64, command: &str) -> Object {
-        let mut o = object::new(
-            "herd",
-            name,
-            &Slice {
-                command: command.into(),
-                ..Default::default()
-            },
-        );
-        o.metadata.as_mut().unwrap().revision = revision;
-        o
+        rubeapi::testing::slice("herd", name)
+            .command(command)
+            .revision(revision)
+            .build()
     }
 
     fn names(loaded: &Option<(Vec<Object>, u64)>) -> (Vec<String>, u64) {

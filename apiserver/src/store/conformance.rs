@@ -18,11 +18,7 @@ use crate::Error;
 
 /// A slice `name` in namespace `ns` whose spec carries `command`.
 pub fn slice(ns: &str, name: &str, command: &str) -> Object {
-    let spec = Slice {
-        command: command.into(),
-        ..Default::default()
-    };
-    object::new(ns, name, &spec)
+    rubeapi::testing::slice(ns, name).command(command).build()
 }
 
 fn with_labels(mut object: Object, labels: &[(&str, &str)]) -> Object {

@@ -308,11 +308,9 @@ mod tests {
     }
 
     fn slice(command: &str) -> Object {
-        let spec = Slice {
-            command: command.into(),
-            ..Default::default()
-        };
-        object::new("herd", "s", &spec)
+        rubeapi::testing::slice("herd", "s")
+            .command(command)
+            .build()
     }
 
     fn put(object: Object, expect: Option<Expect>) -> PutOp {

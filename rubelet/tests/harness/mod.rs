@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rubeapi::Client;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::Object;
-use rubeapi::runink::{Slice, SliceStatus};
+use rubeapi::runink::SliceStatus;
 
 pub const SLICE: &str = "runink.Slice";
 pub const HERD: &str = "analytics";
@@ -22,11 +22,7 @@ pub const HERD: &str = "analytics";
 /// Whether this process may make cgroups and namespaces; tests that need it say loudly why
 /// they skip otherwise. CI runs as root.
 pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED {test}: needs root for cgroups and namespaces (CI runs as root)");
-    false
+    rubeapi::testing::root_or_skip(test)
 }
 
 fn target_dir() -> PathBuf {
@@ -265,19 +261,10 @@ impl Drop for Rubelet {
 
 /// A slice for `node` running `sh -c SCRIPT`.
 pub fn slice(name: &str, node: &str, script: &str) -> Object {
-    let spec = Slice {
-        command: "/bin/sh".into(),
-        args: vec!["-c".into(), script.into()],
-        ..Default::default()
-    };
-    let mut object = object::new(HERD, name, &spec);
-    object
-        .metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .insert("node".into(), node.into());
-    object
+    rubeapi::testing::slice(HERD, name)
+        .script(script)
+        .node(node)
+        .build()
 }
 
 pub async fn status(client: &Client, name: &str) -> Option<SliceStatus> {
