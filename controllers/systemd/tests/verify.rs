@@ -132,14 +132,22 @@ fn the_shipped_unit_files_pass_systemd_analyze_verify() {
     let top = manifest().join("../..");
     let mut names = Vec::new();
     for (dir, unit, binary) in [
-        ("apiserver/systemd", "rube-apiserver.service", "rube-apiserver"),
+        (
+            "apiserver/systemd",
+            "rube-apiserver.service",
+            "rube-apiserver",
+        ),
         ("rubelet/systemd", "rubelet.service", "rubelet"),
     ] {
         let stub = r.join("usr/local/bin").join(binary);
         std::fs::write(&stub, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        std::fs::copy(top.join(dir).join(unit), r.join("etc/systemd/system").join(unit)).unwrap();
+        std::fs::copy(
+            top.join(dir).join(unit),
+            r.join("etc/systemd/system").join(unit),
+        )
+        .unwrap();
         names.push(unit.to_owned());
     }
     let root_arg = format!("--root={}", r.display());
