@@ -4,14 +4,14 @@
 //! `observe` reads only this node's state — the slice dir the shim writes, the controller's own
 //! record of the run (`run.json`) and of the last status it wrote (`status.pb`), the Herd quota
 //! from the rubelet's cache, and the clock — never the apiserver, so slices are kept running
-//! and restarted while the apiserver is unreachable. [`reconcile`] is pure; [`apply`] models
+//! and restarted while the apiserver is unreachable. [`reconcile`] is pure; [`simulate`] models
 //! the executor for the fixpoint tests. Restart back-off is data: the observed state carries
 //! `now`, and a [`Effect::WakeAt`] asks to be woken when the back-off ends.
 //!
 //! Wakeups: the shim's exit and the end of a back-off are not object changes, so the runtime
 //! does not see them. The controller sends the key on the channel [`SliceController::wakeups`]
-//! hands out; whoever runs the controller turns that into a reconcile of the key (until the
-//! runtime does, a short resync period does the same, later).
+//! hands out, and the runtime reconciles the key (`controllers::run_with_wakeups`, as the
+//! rubelet runs it).
 //!
 //! Nothing here forks or writes cgroup limits of slices: the shim does.
 
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use cgroups::{CgroupPath, Hierarchy};
 use controllers::{Backoff, Controller, Key};
-use prost::Message;
+use prost::{Message, Name};
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
@@ -38,7 +38,6 @@ use crate::spec::{
     read_json, write_atomic, write_json,
 };
 
-pub const KIND: &str = "runink.Slice";
 const RUN: &str = "run.json";
 const STATUS: &str = "status.pb";
 
@@ -121,7 +120,7 @@ pub struct Observed {
     /// The slice dir exists.
     pub dir: bool,
     pub run: Option<Run>,
-    pub shim: ShimStateView,
+    pub shim: ShimState,
     /// The status this controller last wrote successfully.
     pub status: Option<SliceStatus>,
     /// This process watches the shim and will wake the key when it exits.
@@ -129,27 +128,6 @@ pub struct Observed {
     /// This process will wake the key at this time.
     pub wake_at: Option<u64>,
     pub herd_quota: Option<Quota>,
-}
-
-/// [`ShimState`] with a default, for `Observed`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ShimStateView {
-    #[default]
-    Absent,
-    Running(RunningRecord),
-    Exited(Outcome),
-    Lost(RunningRecord),
-}
-
-impl From<ShimState> for ShimStateView {
-    fn from(s: ShimState) -> ShimStateView {
-        match s {
-            ShimState::Absent => ShimStateView::Absent,
-            ShimState::Running(r) => ShimStateView::Running(r),
-            ShimState::Exited(o) => ShimStateView::Exited(o),
-            ShimState::Lost(r) => ShimStateView::Lost(r),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,13 +213,10 @@ fn herd_limits(quota: Option<&Quota>) -> LimitsSpec {
     })
 }
 
-/// Whether a run that ended with `outcome` is started again under `policy`.
+/// Whether a run that ended with `outcome` is started again under `policy`: the one rule in
+/// `rubeapi::object::restarts_after`, which quota admission and the scheduler also follow.
 pub fn restarts(policy: RestartPolicy, outcome: &Outcome) -> bool {
-    match policy {
-        RestartPolicy::Always => true,
-        RestartPolicy::OnFailure => !outcome.succeeded(),
-        RestartPolicy::Never | RestartPolicy::Unspecified => false,
-    }
+    rubeapi::object::restarts_after(policy, outcome.succeeded())
 }
 
 /// Unlinks the FIFOs the slice in `dir` used (its spec.json names them): each attempt of a
@@ -272,7 +247,7 @@ fn remove_pipes(dir: &Path) -> Result<(), Error> {
 /// Pure: what to change so this node matches `desired`.
 pub fn reconcile(params: &Params, desired: Option<&Object>, observed: &Observed) -> Vec<Effect> {
     let Some(object) = desired else {
-        let left = observed.dir || observed.shim != ShimStateView::Absent;
+        let left = observed.dir || observed.shim != ShimState::Absent;
         return if left { vec![Effect::Remove] } else { vec![] };
     };
     let generation = object.metadata.as_ref().map_or(0, |m| m.generation);
@@ -296,7 +271,7 @@ pub fn reconcile(params: &Params, desired: Option<&Object>, observed: &Observed)
         Ok(slice) => slice,
         Err(reason) => {
             // Whatever ran for an earlier spec stops; nothing new starts.
-            if let ShimStateView::Running(_) = observed.shim {
+            if let ShimState::Running(_) = observed.shim {
                 return vec![Effect::Stop];
             }
             let status = SliceStatus {
@@ -327,11 +302,11 @@ pub fn reconcile(params: &Params, desired: Option<&Object>, observed: &Observed)
     };
     let status = match (&observed.shim, run) {
         // A new spec: stop the old run, start anew.
-        (ShimStateView::Running(_), None) => {
+        (ShimState::Running(_), None) => {
             effects.push(Effect::Stop);
             None
         }
-        (ShimStateView::Running(record), Some(run)) => {
+        (ShimState::Running(record), Some(run)) => {
             if !observed.watching {
                 effects.push(Effect::Watch);
             }
@@ -344,19 +319,19 @@ pub fn reconcile(params: &Params, desired: Option<&Object>, observed: &Observed)
                 ..base
             })
         }
-        (ShimStateView::Lost(_), _) => {
+        (ShimState::Lost(_), _) => {
             effects.push(Effect::Abandon);
             None
         }
-        (ShimStateView::Absent, run) => {
+        (ShimState::Absent, run) => {
             effects.push(launch(run.map_or(0, |r| r.restarts)));
             None
         }
-        (ShimStateView::Exited(_), None) => {
+        (ShimState::Exited(_), None) => {
             effects.push(launch(0));
             None
         }
-        (ShimStateView::Exited(outcome), Some(run)) => {
+        (ShimState::Exited(outcome), Some(run)) => {
             let mut status = SliceStatus {
                 phase: if outcome.succeeded() {
                     Phase::Succeeded
@@ -407,7 +382,7 @@ pub fn reconcile(params: &Params, desired: Option<&Object>, observed: &Observed)
 }
 
 /// The executor as a pure model, for the fixpoint tests. A launched workload gets pid 1000.
-pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
+pub fn simulate(observed: &Observed, effects: &[Effect]) -> Observed {
     let mut world = observed.clone();
     for effect in effects {
         match effect {
@@ -416,7 +391,7 @@ pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
                 world.run = Some(*run);
                 world.watching = false;
                 world.wake_at = None;
-                world.shim = ShimStateView::Running(RunningRecord {
+                world.shim = ShimState::Running(RunningRecord {
                     pid: 1000,
                     shim_pid: 999,
                     shim_start_ticks: 1,
@@ -425,8 +400,8 @@ pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
                 });
             }
             Effect::Stop | Effect::Abandon => {
-                if let ShimStateView::Running(r) | ShimStateView::Lost(r) = &world.shim {
-                    world.shim = ShimStateView::Exited(Outcome {
+                if let ShimState::Running(r) | ShimState::Lost(r) = &world.shim {
+                    world.shim = ShimState::Exited(Outcome {
                         signal: matches!(effect, Effect::Stop).then_some(libc::SIGKILL),
                         started_ms: r.started_ms,
                         finished_ms: world.now_ms,
@@ -443,7 +418,7 @@ pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
             Effect::Remove => {
                 world.dir = false;
                 world.run = None;
-                world.shim = ShimStateView::Absent;
+                world.shim = ShimState::Absent;
                 world.status = None;
                 world.watching = false;
                 world.wake_at = None;
@@ -649,7 +624,13 @@ impl SliceController {
         let written = self
             .config
             .client
-            .update_status(KIND, &key.namespace, &key.name, object::pack(&status), None)
+            .update_status(
+                &Slice::full_name(),
+                &key.namespace,
+                &key.name,
+                object::pack(&status),
+                None,
+            )
             .await;
         match written {
             Ok(_) => {}
@@ -681,7 +662,7 @@ impl Controller for SliceController {
 
     fn selector(&self) -> Selector {
         Selector {
-            r#type: KIND.into(),
+            r#type: Slice::full_name(),
             labels: format!("node={}", self.config.node),
             ..Default::default()
         }
@@ -709,7 +690,7 @@ impl Controller for SliceController {
             now_ms: now_ms(),
             dir: dir.is_dir(),
             run: read_json(&dir.join(RUN))?,
-            shim: shim::read(&dir)?.into(),
+            shim: shim::read(&dir)?,
             status,
             watching,
             wake_at,
@@ -744,7 +725,7 @@ impl Controller for SliceController {
     /// Every slice dir on this node, so slices deleted while the rubelet was down are cleaned.
     async fn inventory(&self) -> Result<Vec<Key>, Error> {
         let base = self.config.state_dir.join("slices");
-        controllers::inventory::namespaced_entries(&base, KIND)
+        controllers::inventory::namespaced_entries(&base, &Slice::full_name())
             .await
             .map_err(|(path, e)| Error::io(path)(e))
     }

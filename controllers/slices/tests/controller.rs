@@ -6,12 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::Object;
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{Slice, SliceStatus};
-use slices::controller::{KIND, slice_dir};
+use slices::controller::slice_dir;
 use slices::{Config, SliceController};
 
 fn slice(name: &str, node: &str, script: &str) -> Object {
@@ -31,7 +32,7 @@ fn slice(name: &str, node: &str, script: &str) -> Object {
 
 async fn status(client: &Client, name: &str) -> Option<SliceStatus> {
     client
-        .get(KIND, "herd", name)
+        .get(&Slice::full_name(), "herd", name)
         .await
         .ok()?
         .status_as()
@@ -125,7 +126,10 @@ async fn slices_of_this_node_run_to_completion_and_are_cleaned_up() {
     assert!(!slice_dir(&state, "herd", "elsewhere").exists());
 
     // Deleted: its dir goes.
-    client.delete(KIND, "herd", "ok", None).await.unwrap();
+    client
+        .delete(&Slice::full_name(), "herd", "ok", None)
+        .await
+        .unwrap();
     eventually("ok removed", async || {
         (!slice_dir(&state, "herd", "ok").exists()).then_some(())
     })
@@ -188,7 +192,10 @@ async fn a_changed_spec_restarts_and_deletion_stops_a_running_slice() {
     .await;
     assert_ne!(first.pid, second.pid);
 
-    client.delete(KIND, "herd", "long", None).await.unwrap();
+    client
+        .delete(&Slice::full_name(), "herd", "long", None)
+        .await
+        .unwrap();
     eventually("stopped and removed", async || {
         (!slice_dir(&state, "herd", "long").exists() && !node.cgroup_exists("herd/long"))
             .then_some(())

@@ -10,7 +10,8 @@ use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::Object;
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{RestartPolicy, Slice, SliceStatus};
-use slices::controller::{Effect, Observed, Params, Run, ShimStateView, apply, reconcile};
+use slices::controller::{Effect, Observed, Params, Run, reconcile, simulate};
+use slices::shim::ShimState;
 use slices::spec::{HierarchySpec, RunningRecord};
 use slices::{Outcome, controller};
 
@@ -37,8 +38,8 @@ fn slice(command: &str, policy: RestartPolicy, generation: u64) -> Object {
     o
 }
 
-fn exited(code: i32, finished_ms: u64) -> ShimStateView {
-    ShimStateView::Exited(Outcome {
+fn exited(code: i32, finished_ms: u64) -> ShimState {
+    ShimState::Exited(Outcome {
         exit_code: Some(code),
         started_ms: 1,
         finished_ms,
@@ -48,8 +49,8 @@ fn exited(code: i32, finished_ms: u64) -> ShimStateView {
     })
 }
 
-fn running() -> ShimStateView {
-    ShimStateView::Running(RunningRecord {
+fn running() -> ShimState {
+    ShimState::Running(RunningRecord {
         pid: 7,
         shim_pid: 6,
         shim_start_ticks: 5,
@@ -70,7 +71,7 @@ fn converge(desired: Option<&Object>, start: &Observed, max: usize) -> Observed 
         if let Some(i) = effects.iter().position(|e| matches!(e, Effect::Status(_))) {
             assert_eq!(i, effects.len() - 1, "{effects:?}");
         }
-        world = apply(&world, &effects);
+        world = simulate(&world, &effects);
     }
     panic!("no fixpoint within {max} rounds from {start:?} to {desired:?}");
 }
@@ -84,12 +85,12 @@ fn policy() -> impl Strategy<Value = RestartPolicy> {
     ]
 }
 
-fn shim_state() -> impl Strategy<Value = ShimStateView> {
+fn shim_state() -> impl Strategy<Value = ShimState> {
     prop_oneof![
-        Just(ShimStateView::Absent),
+        Just(ShimState::Absent),
         Just(running()),
         (0..3i32, 0..10_000u64).prop_map(|(code, at)| exited(code, at)),
-        Just(ShimStateView::Lost(RunningRecord::default())),
+        Just(ShimState::Lost(RunningRecord::default())),
     ]
 }
 
@@ -135,7 +136,7 @@ proptest! {
         match &desired {
             None => {
                 prop_assert!(!end.dir);
-                prop_assert_eq!(&end.shim, &ShimStateView::Absent);
+                prop_assert_eq!(&end.shim, &ShimState::Absent);
             }
             Some(object) => {
                 let generation = object.metadata.as_ref().unwrap().generation;
@@ -143,18 +144,18 @@ proptest! {
                 prop_assert_eq!(status.observed_generation, generation);
                 prop_assert_eq!(status.node.as_str(), "n1");
                 if object.spec_as::<Slice>().unwrap().command.is_empty() {
-                    prop_assert!(!matches!(end.shim, ShimStateView::Running(_)));
+                    prop_assert!(!matches!(end.shim, ShimState::Running(_)));
                     prop_assert_eq!(status.phase, Phase::Failed as i32);
                 } else {
                     // What runs or ran is this generation's.
                     prop_assert_eq!(end.run.map(|r| r.generation), Some(generation));
                     match &end.shim {
-                        ShimStateView::Running(r) => {
+                        ShimState::Running(r) => {
                             prop_assert!(end.watching, "someone wakes the key at exit");
                             prop_assert_eq!(status.phase, Phase::Running as i32);
                             prop_assert_eq!(status.pid, r.pid);
                         }
-                        ShimStateView::Exited(o) => {
+                        ShimState::Exited(o) => {
                             prop_assert_eq!(status.exit_code, o.exit_code);
                             let policy = object.spec_as::<Slice>().unwrap().restart_policy();
                             if controller::restarts(policy, o) {
@@ -189,7 +190,7 @@ fn an_absent_slice_is_launched_then_reported_running() {
             restarts: 0
         }
     );
-    let world = apply(&Observed::default(), &effects);
+    let world = simulate(&Observed::default(), &effects);
     let effects = reconcile(&params(), Some(&desired), &world);
     assert!(matches!(effects[0], Effect::Watch));
     let Effect::Status(status) = &effects[1] else {
@@ -265,7 +266,7 @@ fn restarts_back_off_exponentially_as_data() {
         "{}",
         status.message
     );
-    observed = apply(&observed, &effects);
+    observed = simulate(&observed, &effects);
     assert_eq!(reconcile(&params(), Some(&desired), &observed), vec![]);
     observed.now_ms = 14_000;
     let effects = reconcile(&params(), Some(&desired), &observed);
@@ -298,7 +299,7 @@ fn a_new_generation_stops_the_running_one_and_starts_anew() {
         reconcile(&params(), Some(&desired), &observed),
         vec![Effect::Stop]
     );
-    let stopped = apply(&observed, &[Effect::Stop]);
+    let stopped = simulate(&observed, &[Effect::Stop]);
     let effects = reconcile(&params(), Some(&desired), &stopped);
     let [Effect::Launch { run, .. }] = effects.as_slice() else {
         panic!("{effects:?}")
@@ -317,8 +318,8 @@ fn deletion_removes_everything_and_then_nothing() {
     for shim in [
         running(),
         exited(0, 1),
-        ShimStateView::Lost(RunningRecord::default()),
-        ShimStateView::Absent,
+        ShimState::Lost(RunningRecord::default()),
+        ShimState::Absent,
     ] {
         let observed = Observed {
             dir: true,
@@ -338,7 +339,7 @@ fn a_lost_shim_is_abandoned_and_its_run_reported() {
             generation: 1,
             restarts: 0,
         }),
-        shim: ShimStateView::Lost(RunningRecord {
+        shim: ShimState::Lost(RunningRecord {
             pid: 7,
             ..Default::default()
         }),

@@ -54,9 +54,10 @@ pub const LOCK: &str = "shim.lock";
 pub const SHIM_LOG: &str = "shim.log";
 
 /// What a slice dir says about its workload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ShimState {
     /// No shim was started here (or it failed before the workload existed).
+    #[default]
     Absent,
     /// The shim lives; the workload runs (or waits for its FIFOs).
     Running(RunningRecord),
