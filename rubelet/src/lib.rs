@@ -354,9 +354,8 @@ impl Shared {
                     ..shared.options("pipelines")
                 };
                 async move {
-                    let controller = pipelines::PipelineController::new(client.clone());
                     let stop = lost.cancelled_owned();
-                    if let Err(error) = pipelines::run(controller, client, options, stop).await {
+                    if let Err(error) = pipelines::run(client, options, stop).await {
                         tracing::error!(%error, "pipeline controller stopped");
                     }
                 }
@@ -409,7 +408,7 @@ impl Shared {
         let (reflector, cache) =
             Reflector::new(self.client.clone(), selector, Options::default().reconnect);
         let reflector = reflector.with_mirror(self.state.mirror("herds"));
-        tasks.spawn(reflector.run(|_, _| {}, self.cancel.clone()));
+        tasks.spawn(reflector.run(|_| {}, self.cancel.clone()));
         Arc::new(move |herd: &str| {
             let object = cache.get(&Key::new(&Herd::full_name(), "", herd))?;
             object.spec_as::<Herd>().ok()?.quota

@@ -13,16 +13,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use apiserver::testing::TestServer;
-use pipelines::PipelineController;
-use pipelines::controller::{Effect, Observed, PIPELINE, SLICE, apply, reconcile};
+use pipelines::controller::{Effect, Observed, reconcile, simulate};
 use pipelines::dag::SlicePhase;
 use pipelines::schedule::{Amount, NodeView};
+use prost::Name;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::node_status::Condition;
 use rubeapi::rube::{Node, NodeStatus, Resources, Selector};
 use rubeapi::runink::pipeline::Mode;
 use rubeapi::runink::pipeline_status::Phase;
-use rubeapi::runink::{Pipeline, PipelineStatus, Step};
+use rubeapi::runink::{Pipeline, PipelineStatus, Slice, Step};
 
 const STEPS: usize = 1000;
 const NODES: usize = 10;
@@ -112,7 +112,7 @@ fn bench_chain() {
             }
             continue;
         }
-        w = apply(&w, &effects);
+        w = simulate(&w, &effects);
         rounds += 1;
     }
     let elapsed = started.elapsed();
@@ -150,7 +150,6 @@ async fn bench_controller() {
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(pipelines::run(
-        PipelineController::new(client.clone()),
         client.clone(),
         controllers::Options::default(),
         async {
@@ -167,7 +166,7 @@ async fn bench_controller() {
     let deadline = started + Duration::from_secs(120);
     loop {
         let status: Option<PipelineStatus> = client
-            .get(PIPELINE, "bench", "p")
+            .get(&Pipeline::full_name(), "bench", "p")
             .await
             .unwrap()
             .status_as()
@@ -186,7 +185,7 @@ async fn bench_controller() {
     let elapsed = started.elapsed();
     let slices = client
         .list(Selector {
-            r#type: SLICE.into(),
+            r#type: Slice::full_name(),
             ..Default::default()
         })
         .await

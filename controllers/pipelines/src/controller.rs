@@ -1,17 +1,26 @@
 //! [`PipelineController`]: `runink.Pipeline` objects (all namespaces) turned into slices.
 //!
-//! What lives here: `observe` (the pipeline, its slices, every other active slice, the nodes
-//! and the Herd, all read from the apiserver), the pure [`reconcile`] and its model
-//! [`apply`], and `execute` (puts, deletes, status writes). What never does: decisions about
-//! steps or nodes ([`crate::dag`], [`crate::schedule`], [`crate::plan`]).
+//! What lives here: `observe` (the pipeline and its Herd from the apiserver; its slices, every
+//! other active slice and the nodes from the caches of the runtime's secondary watches), the
+//! pure [`reconcile`] and its model [`simulate`], and `execute` (puts, deletes, status writes).
+//! What never does: decisions about steps or nodes ([`crate::dag`], [`crate::schedule`],
+//! [`crate::plan`]).
+//!
+//! Reading one's own writes: the watch caches lag behind the apiserver, so `execute` remembers
+//! the highest revision it wrote a slice at and `observe` first waits until the slice cache
+//! holds it; a reconcile never decides from a cache that does not have its own last change.
 //!
 //! Deletion: the controller puts [`FINALIZER`] on every pipeline before it makes slices; a
 //! deleted pipeline is only marked, its slices are deleted (the rubelets stop them), and once
 //! none is left the finalizer comes off and the apiserver removes the pipeline.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use controllers::{Controller, Key};
+use controllers::{Cache, Controller, Key, Wake, Watch};
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::client::{at_revision, must_not_exist};
 use rubeapi::object::{self, ObjectExt};
@@ -26,10 +35,6 @@ use crate::dag::{SlicePhase, SliceView};
 use crate::plan::{self, NewSlice};
 use crate::schedule::{Amount, Cluster, NodeView};
 
-pub const PIPELINE: &str = "runink.Pipeline";
-pub const SLICE: &str = "runink.Slice";
-pub const NODE: &str = "rube.Node";
-pub const HERD: &str = "runink.Herd";
 /// Held on every pipeline that may have slices, until they are gone.
 pub const FINALIZER: &str = "runink.pipelines/slices";
 /// Labels of the slices the controller makes.
@@ -274,7 +279,7 @@ pub fn slice_object(pipeline: &Object, spec: &Pipeline, new: &NewSlice) -> Objec
             .insert(LABEL_PIPELINE.into(), pipeline.name().into());
         m.labels.insert(LABEL_STEP.into(), step.name.clone());
         m.owner_references.push(OwnerReference {
-            r#type: PIPELINE.into(),
+            r#type: Pipeline::full_name(),
             name: pipeline.name().into(),
             uid: pipeline
                 .metadata
@@ -289,7 +294,7 @@ pub fn slice_object(pipeline: &Object, spec: &Pipeline, new: &NewSlice) -> Objec
 /// The executor as a pure model, for the fixpoint tests: slices are removed at once (no
 /// finalizers), a put takes the next revision, a put that removes the last finalizer of a
 /// marked pipeline removes it.
-pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
+pub fn simulate(observed: &Observed, effects: &[Effect]) -> Observed {
     let mut world = observed.clone();
     for effect in effects {
         match effect {
@@ -326,28 +331,68 @@ pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
 }
 
 /// The controller of every `runink.Pipeline`. Meant to run as a cluster controller (one at a
-/// time): [`crate::run`] runs it with the slice and node watches it needs.
+/// time): [`crate::run`] runs it with the slice and node watches [`PipelineController::new`]
+/// makes.
 #[derive(Debug, Clone)]
 pub struct PipelineController {
     client: Client,
+    /// Every slice (all namespaces), from the runtime's watch.
+    slices: Cache,
+    /// Every node, from the runtime's watch.
+    nodes: Cache,
+    /// The highest revision `execute` wrote a slice at: what the slice cache must hold before
+    /// `observe` reads it.
+    written: Arc<AtomicU64>,
+}
+
+/// How long `observe` waits for the slice cache to hold the controller's own last write
+/// before it fails (and the key is retried with backoff).
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a change to a node matters to placement: readiness, schedulability, labels and
+/// allocatable (heartbeats alone do not).
+fn placement_changed(changed: &controllers::Changed) -> bool {
+    let view = |node: &Option<Arc<Object>>| node.as_deref().map(node_view);
+    view(&changed.before) != view(&changed.after)
 }
 
 impl PipelineController {
-    pub fn new(client: Client) -> PipelineController {
-        PipelineController { client }
+    /// The controller, and the watches the runtime must run for it: every slice (a change
+    /// wakes the pipeline its `pipeline` label names) and every node (a change that matters to
+    /// placement wakes every pipeline).
+    pub fn new(client: Client) -> (PipelineController, Vec<Watch>) {
+        let (slice_watch, slices) = Watch::owned_by_label(
+            Selector::of::<Slice>(),
+            LABEL_PIPELINE,
+            &Pipeline::full_name(),
+        );
+        let (node_watch, nodes) = Watch::new(Selector::of::<Node>(), |changed| {
+            if placement_changed(changed) {
+                Wake::All
+            } else {
+                Wake::none()
+            }
+        });
+        let controller = PipelineController {
+            client,
+            slices,
+            nodes,
+            written: Arc::default(),
+        };
+        (controller, vec![slice_watch, node_watch])
     }
 
     pub fn client(&self) -> &Client {
         &self.client
     }
 
-    async fn get_optional(
-        &self,
-        type_name: &str,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<Object>, Error> {
-        match self.client.get(type_name, ns, name).await {
+    fn wrote(&self, revision: u64) {
+        self.written.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    async fn get_optional<M: Name>(&self, ns: &str, name: &str) -> Result<Option<Object>, Error> {
+        let type_name = M::full_name();
+        match self.client.get(&type_name, ns, name).await {
             Ok(o) => Ok(Some(o)),
             Err(rubeapi::Error::NotFound(_)) => Ok(None),
             Err(source) => Err(Error::Api {
@@ -371,40 +416,36 @@ impl Controller for PipelineController {
     }
 
     fn selector(&self) -> Selector {
-        Selector {
-            r#type: PIPELINE.into(),
-            ..Default::default()
-        }
+        Selector::of::<Pipeline>()
     }
 
     async fn observe(&self, key: &Key, _desired: Option<&Object>) -> Result<Observed, Error> {
         let pipeline = self
-            .get_optional(PIPELINE, &key.namespace, &key.name)
+            .get_optional::<Pipeline>(&key.namespace, &key.name)
             .await?;
-        let listed = self
-            .client
-            .list(Selector {
-                r#type: SLICE.into(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|source| Error::Api {
-                action: "list slices".into(),
-                source,
-            })?;
+        let written = self.written.load(Ordering::Relaxed);
+        if !matches!(
+            tokio::time::timeout(CACHE_WAIT, self.slices.wait_for(written)).await,
+            Ok(true)
+        ) {
+            return Err(Error::CacheBehind {
+                revision: written,
+                at: self.slices.revision(),
+            });
+        }
         let mut observed = Observed {
             pipeline,
             ..Default::default()
         };
-        for slice in &listed.objects {
+        for slice in self.slices.objects() {
             let metadata = slice.metadata.as_ref();
             let labels = metadata.map(|m| &m.labels);
             let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
             if slice.namespace() == key.namespace && label(LABEL_PIPELINE) == Some(&key.name) {
-                observed.slices.push(slice_view(slice, &key.name));
+                observed.slices.push(slice_view(&slice, &key.name));
                 continue;
             }
-            let finished = rubeapi::object::slice_finished(slice);
+            let finished = rubeapi::object::slice_finished(&slice);
             let deleting = metadata.is_some_and(|m| m.deletion_timestamp.is_some());
             if let Some(node) = label(LABEL_NODE)
                 && !finished
@@ -418,22 +459,15 @@ impl Controller for PipelineController {
                 });
             }
         }
+        // The cache is a map: put the pipeline's slices in a stable order.
+        observed.slices.sort_by(|a, b| a.name.cmp(&b.name));
         if observed.pipeline.is_none() {
             return Ok(observed);
         }
-        let nodes = self
-            .client
-            .list(Selector {
-                r#type: NODE.into(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|source| Error::Api {
-                action: "list nodes".into(),
-                source,
-            })?;
-        observed.nodes = nodes.objects.iter().map(node_view).collect();
-        if let Some(herd) = self.get_optional(HERD, "", &key.namespace).await? {
+        let mut nodes: Vec<NodeView> = self.nodes.objects().iter().map(|n| node_view(n)).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        observed.nodes = nodes;
+        if let Some(herd) = self.get_optional::<Herd>("", &key.namespace).await? {
             let herd: Herd = herd.spec_as().map_err(|source| Error::Decode {
                 what: format!("herd {}", key.namespace),
                 source,
@@ -460,18 +494,29 @@ impl Controller for PipelineController {
                     let more = matches!(effects.peek(), Some(Effect::CreateSlice(_)));
                     if !more || creates.len() == CREATE_BATCH {
                         let count = creates.len();
-                        self.client
+                        let created = self
+                            .client
                             .apply(std::mem::take(&mut creates))
                             .await
                             .map_err(|source| Error::Api {
                                 action: format!("create {count} slices for {key}"),
                                 source,
                             })?;
+                        for put in &created {
+                            self.wrote(put.object.as_ref().map_or(0, ObjectExt::revision));
+                        }
                     }
                 }
                 Effect::DeleteSlice(name) => {
-                    match self.client.delete(SLICE, &key.namespace, &name, None).await {
-                        Ok(_) => {}
+                    let slice = Slice::full_name();
+                    match self
+                        .client
+                        .delete(&slice, &key.namespace, &name, None)
+                        .await
+                    {
+                        Ok(deleted) => {
+                            self.wrote(deleted.object.as_ref().map_or(0, ObjectExt::revision));
+                        }
                         Err(rubeapi::Error::NotFound(_)) => {}
                         Err(source) => {
                             return Err(Error::Api {
@@ -494,7 +539,7 @@ impl Controller for PipelineController {
                 Effect::WriteStatus(status) => {
                     self.client
                         .update_status(
-                            PIPELINE,
+                            &Pipeline::full_name(),
                             &key.namespace,
                             &key.name,
                             object::pack(&status),
@@ -512,26 +557,16 @@ impl Controller for PipelineController {
     }
 
     /// The pipelines that slices still name, so slices of pipelines deleted while no
-    /// controller ran are cleaned up at start.
+    /// controller ran are cleaned up at start. Read from the slice cache, which the runtime
+    /// has listed before it asks.
     async fn inventory(&self) -> Result<Vec<Key>, Error> {
-        let listed = self
-            .client
-            .list(Selector {
-                r#type: SLICE.into(),
-                labels: LABEL_PIPELINE.into(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|source| Error::Api {
-                action: "list slices".into(),
-                source,
-            })?;
-        let mut keys: Vec<Key> = listed
-            .objects
+        let mut keys: Vec<Key> = self
+            .slices
+            .objects()
             .iter()
             .filter_map(|s| {
                 let name = s.metadata.as_ref()?.labels.get(LABEL_PIPELINE)?;
-                Some(Key::new(PIPELINE, s.namespace(), name))
+                Some(Key::new(&Pipeline::full_name(), s.namespace(), name))
             })
             .collect();
         keys.sort();

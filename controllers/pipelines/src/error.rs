@@ -19,6 +19,13 @@ pub enum Error {
         source: rubeapi::Error,
     },
 
+    /// The slice cache does not hold the controller's own last write yet (its watch lags or
+    /// is cut); deciding from it would redo what was done.
+    #[error(
+        "the slice cache is at revision {at:?}, behind this controller's last write at {revision}"
+    )]
+    CacheBehind { revision: u64, at: Option<u64> },
+
     /// The runtime stopped with an error (only at shutdown).
     #[error(transparent)]
     Runtime(#[from] controllers::Error),

@@ -14,25 +14,41 @@
 //!   index in the environment, pipes `<pipeline>_<step>-<attempt>` wired) and delete, and the
 //!   status. Pure.
 //! - [`controller`]: [`PipelineController`], the `controllers::Controller` for every
-//!   `runink.Pipeline`: observe (apiserver reads), the pure `reconcile` and its model `apply`,
-//!   execute (puts, deletes, status), the finalizer that holds a deleted pipeline until its
-//!   slices are gone.
-//! - [`runner`]: [`run`], the controller runtime plus watches of slices and nodes, so a slice
-//!   that finishes or a node that goes NOT_READY wakes the pipelines concerned at once.
+//!   `runink.Pipeline`, and the secondary watches of slices and nodes it reads from (a slice
+//!   that finishes or a node that goes NOT_READY wakes the pipelines concerned at once):
+//!   observe, the pure `reconcile` and its model `simulate`, execute (puts, deletes, status),
+//!   the finalizer that holds a deleted pipeline until its slices are gone.
+//! - [`run`]: the controller on `controllers::Runtime` with its watches.
 //!
-//! Nothing but `controller` and `runner` does I/O; nothing reads a clock.
+//! Nothing but `controller` does I/O; nothing reads a clock.
 
 pub mod controller;
 pub mod dag;
 pub mod plan;
-pub mod runner;
 pub mod schedule;
 
 mod error;
 
 pub use controller::{Effect, Observed, PipelineController};
 pub use error::Error;
-pub use runner::run;
+
+/// Runs the pipeline controller with its watches until `shutdown` resolves (see
+/// `controllers::run` for the options, guarantees and metrics).
+///
+/// # Errors
+/// `controllers::Error::ShutdownDeadline` when reconciles were still running at the deadline.
+pub async fn run(
+    client: rubeapi::Client,
+    options: controllers::Options,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), controllers::Error> {
+    let (controller, watches) = PipelineController::new(client.clone());
+    let mut runtime = controllers::Runtime::new(controller, client, options);
+    for watch in watches {
+        runtime = runtime.watch(watch);
+    }
+    runtime.run(shutdown).await
+}
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
 //! Pure tests of the core, the scheduler and `reconcile`: a small simulated cluster where the
-//! test plays the rubelets by setting slice phases, and `apply` plays the apiserver.
+//! test plays the rubelets by setting slice phases, and `simulate` plays the apiserver.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,7 +10,7 @@ use rubeapi::runink::pipeline_status::Phase;
 use rubeapi::runink::step_status::State;
 use rubeapi::runink::{Pipeline, PipelineStatus, Quota, Resources, Step};
 
-use crate::controller::{Effect, FINALIZER, Observed, Occupant, apply, reconcile};
+use crate::controller::{Effect, FINALIZER, Observed, Occupant, reconcile, simulate};
 use crate::dag::{SlicePhase, SliceView};
 use crate::schedule::{Amount, Cluster, Demand, NodeView, Unplaceable};
 
@@ -64,7 +64,7 @@ fn settle(world: &mut Observed) {
         if effects.is_empty() {
             return;
         }
-        *world = apply(world, &effects);
+        *world = simulate(world, &effects);
     }
     panic!("no fixpoint after 5 rounds: {:?}", reconcile(world));
 }
@@ -451,7 +451,7 @@ fn a_streaming_producer_that_dies_mid_stream_restarts_the_whole_pipeline() {
         ]),
         "every step starts again, wired the same way on the attempt's own pipes"
     );
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
     assert_eq!(
@@ -501,7 +501,7 @@ fn a_streaming_consumer_that_dies_is_charged_not_the_producers_it_broke() {
             && effects.contains(&Effect::DeleteSlice("p.filter-2".into())),
         "{effects:?}"
     );
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert!(active(&w).is_empty());
     assert_eq!(
@@ -534,7 +534,7 @@ fn a_streaming_pipeline_without_retries_fails_and_stops_all_of_its_attempt() {
         !effects.iter().any(|e| matches!(e, Effect::CreateSlice(_))),
         "{effects:?}"
     );
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert!(active(&w).is_empty());
     assert_eq!(summary(&w), "FAILED gen=FAILED filter=FAILED count=PENDING");
@@ -565,7 +565,7 @@ fn a_streaming_pipeline_on_a_lost_node_is_placed_again_whole_as_a_new_attempt() 
             "{lost}: {effects:?}"
         );
     }
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert_eq!(active(&w), ["p.count-2", "p.filter-2", "p.gen-2"]);
     assert!(
@@ -710,7 +710,7 @@ fn a_parallel_step_runs_one_slice_per_shard_spread_over_the_nodes() {
         ]),
         "each shard is told its index and the count; ours win over the step's env"
     );
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     let nodes: Vec<&str> = w
         .slices
@@ -770,7 +770,7 @@ fn a_failed_shard_is_retried_alone_until_the_step_budget_is_spent() {
         effects.contains(&Effect::DeleteSlice("p.split-4.0".into())),
         "{effects:?}"
     );
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert!(active(&w).is_empty());
     assert_eq!(
@@ -815,7 +815,7 @@ fn a_shard_lost_with_its_node_is_placed_again_as_an_attempt_not_a_failure() {
         effects.contains(&Effect::DeleteSlice("p.split-1.0".into())),
         "{effects:?}"
     );
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert_eq!(active(&w), ["p.split-1.1", "p.split-3.0"]);
     assert!(w.slices.iter().all(|s| s.step != "split" || s.node == "n2"));
@@ -862,7 +862,7 @@ fn skipping_a_parallel_step_stops_every_shard() {
             "{name}: {effects:?}"
         );
     }
-    w = apply(&w, &effects);
+    w = simulate(&w, &effects);
     settle(&mut w);
     assert_eq!(
         summary(&w),
@@ -1007,13 +1007,13 @@ fn deleting_the_pipeline_removes_its_slices_then_the_finalizer() {
         ],
         "slices go first, the finalizer stays"
     );
-    w = apply(&w, &first);
+    w = simulate(&w, &first);
     let second = reconcile(&w);
     assert!(
         matches!(&second[..], [Effect::PutPipeline(p)] if p.metadata.as_ref().unwrap().finalizers.is_empty()),
         "{second:?}"
     );
-    w = apply(&w, &second);
+    w = simulate(&w, &second);
     assert!(w.pipeline.is_none());
     assert_eq!(reconcile(&w), vec![]);
 }
@@ -1313,7 +1313,7 @@ proptest! {
         let rounds = if deleting { 2 } else { 1 };
         for _ in 0..rounds {
             let effects = reconcile(&w);
-            w = apply(&w, &effects);
+            w = simulate(&w, &effects);
         }
         prop_assert_eq!(reconcile(&w), vec![], "from {:?}", start);
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
-use pipelines::PipelineController;
-use pipelines::controller::{FINALIZER, PIPELINE, SLICE};
+use pipelines::controller::FINALIZER;
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::node_status::Condition;
@@ -14,7 +14,7 @@ use rubeapi::rube::{Node, NodeStatus, Outcome, Resources, Selector};
 use rubeapi::runink::pipeline::Mode;
 use rubeapi::runink::pipeline_status::Phase;
 use rubeapi::runink::slice_status::Phase as SlicePhase;
-use rubeapi::runink::{Pipeline, PipelineStatus, SliceStatus, Step};
+use rubeapi::runink::{Pipeline, PipelineStatus, Slice, SliceStatus, Step};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -36,14 +36,9 @@ impl Running {
             ),
             ..Default::default()
         };
-        let task = tokio::spawn(pipelines::run(
-            PipelineController::new(client.clone()),
-            client.clone(),
-            options,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(pipelines::run(client.clone(), options, async {
+            let _ = stopped.await;
+        }));
         Running {
             stop: Some(stop),
             task,
@@ -105,7 +100,7 @@ fn diamond() -> Pipeline {
 async fn unfinished(client: &Client) -> Vec<(String, String)> {
     let listed = client
         .list(Selector {
-            r#type: SLICE.into(),
+            r#type: Slice::full_name(),
             namespace: NS.into(),
             labels: "pipeline=wc".into(),
             ..Default::default()
@@ -158,14 +153,14 @@ async fn exit(client: &Client, slice: &str, code: i32) {
         ..Default::default()
     };
     client
-        .update_status(SLICE, NS, slice, object::pack(&status), None)
+        .update_status(&Slice::full_name(), NS, slice, object::pack(&status), None)
         .await
         .unwrap();
 }
 
 async fn pipeline_status(client: &Client) -> Option<PipelineStatus> {
     client
-        .get(PIPELINE, NS, "wc")
+        .get(&Pipeline::full_name(), NS, "wc")
         .await
         .unwrap()
         .status_as()
@@ -243,23 +238,26 @@ async fn deleting_a_pipeline_removes_its_slices_then_the_pipeline() {
     wait_for_slices(&client, &["wc.a-1"]).await;
     exit(&client, "wc.a-1", 0).await;
     wait_for_slices(&client, &["wc.b-1", "wc.c-1"]).await;
-    let held = client.get(PIPELINE, NS, "wc").await.unwrap();
+    let held = client.get(&Pipeline::full_name(), NS, "wc").await.unwrap();
     assert_eq!(held.metadata.as_ref().unwrap().finalizers, [FINALIZER]);
 
-    let deleted = client.delete(PIPELINE, NS, "wc", None).await.unwrap();
+    let deleted = client
+        .delete(&Pipeline::full_name(), NS, "wc", None)
+        .await
+        .unwrap();
     assert_eq!(deleted.outcome, Outcome::DeletionPending as i32);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let slices = client
             .list(Selector {
-                r#type: SLICE.into(),
+                r#type: Slice::full_name(),
                 namespace: NS.into(),
                 ..Default::default()
             })
             .await
             .unwrap()
             .objects;
-        let gone = match client.get(PIPELINE, NS, "wc").await {
+        let gone = match client.get(&Pipeline::full_name(), NS, "wc").await {
             Err(rubeapi::Error::NotFound(_)) => true,
             Ok(_) => false,
             Err(e) => panic!("get the pipeline: {e}"),

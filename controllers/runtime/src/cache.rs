@@ -1,8 +1,9 @@
 //! The objects a reflector has seen, by key: one [`CacheWriter`] (the reflector's), any number
 //! of cheap [`Cache`] read handles (the workers').
 //!
-//! Applying a [`Change`] returns which keys changed and how ([`Trigger`]), so a relist triggers
-//! only what actually differs. Reads never wait for the network; nothing here does I/O.
+//! Applying a [`Change`] returns which keys changed, how ([`Trigger`]) and from what to what
+//! ([`Changed`]), so a relist triggers only what actually differs and a secondary watch can map
+//! a deleted object to its owner. Reads never wait for the network; nothing here does I/O.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -14,6 +15,15 @@ use crate::watcher::Change;
 use crate::{Key, Trigger};
 
 type Objects = HashMap<Key, Arc<Object>>;
+
+/// One key that a change touched: how, and the object before and after (`None`: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changed {
+    pub key: Key,
+    pub trigger: Trigger,
+    pub before: Option<Arc<Object>>,
+    pub after: Option<Arc<Object>>,
+}
 
 /// A read-only handle on the cache. Clones share it.
 #[derive(Debug, Clone)]
@@ -55,6 +65,11 @@ impl Cache {
         self.read().keys().cloned().collect()
     }
 
+    /// Every cached object, in no particular order: a snapshot, cheap (shared objects).
+    pub fn objects(&self) -> Vec<Arc<Object>> {
+        self.read().values().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }
@@ -91,8 +106,8 @@ impl Cache {
 }
 
 impl CacheWriter {
-    /// Applies `change` and returns the keys that changed, each with how.
-    pub fn apply(&mut self, change: Change) -> Vec<(Key, Trigger)> {
+    /// Applies `change` and returns the keys that changed, each with how and from what.
+    pub fn apply(&mut self, change: Change) -> Vec<Changed> {
         let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
         let (changed, revision) = match change {
             Change::Replace {
@@ -103,15 +118,27 @@ impl CacheWriter {
                 let mut changed = Vec::new();
                 for object in listed {
                     let key = Key::of(&object);
-                    if let Some(trigger) = trigger_for(objects.get(&key).map(|o| &**o), &object) {
-                        changed.push((key.clone(), trigger));
+                    let before = objects.get(&key).cloned();
+                    let after = Arc::new(object);
+                    if let Some(trigger) = trigger_for(before.as_deref(), &after) {
+                        changed.push(Changed {
+                            key: key.clone(),
+                            trigger,
+                            before,
+                            after: Some(after.clone()),
+                        });
                     }
-                    fresh.insert(key, Arc::new(object));
+                    fresh.insert(key, after);
                 }
                 // What the list no longer has was deleted while we were not watching.
-                for key in objects.keys() {
+                for (key, before) in objects.iter() {
                     if !fresh.contains_key(key) {
-                        changed.push((key.clone(), Trigger::SpecChanged));
+                        changed.push(Changed {
+                            key: key.clone(),
+                            trigger: Trigger::SpecChanged,
+                            before: Some(before.clone()),
+                            after: None,
+                        });
                     }
                 }
                 *objects = fresh;
@@ -120,14 +147,27 @@ impl CacheWriter {
             Change::Put(object) => {
                 let key = Key::of(&object);
                 let revision = revision_of(&object);
-                let trigger = trigger_for(objects.get(&key).map(|o| &**o), &object);
-                objects.insert(key.clone(), Arc::new(object));
-                (trigger.map(|t| (key, t)).into_iter().collect(), revision)
+                let after = Arc::new(object);
+                let before = objects.insert(key.clone(), after.clone());
+                let changed = trigger_for(before.as_deref(), &after).map(|trigger| Changed {
+                    key,
+                    trigger,
+                    before,
+                    after: Some(after),
+                });
+                (changed.into_iter().collect(), revision)
             }
             Change::Delete(object) => {
                 let key = Key::of(&object);
-                objects.remove(&key);
-                (vec![(key, Trigger::SpecChanged)], revision_of(&object))
+                let revision = revision_of(&object);
+                let before = objects.remove(&key).or_else(|| Some(Arc::new(object)));
+                let changed = Changed {
+                    key,
+                    trigger: Trigger::SpecChanged,
+                    before,
+                    after: None,
+                };
+                (vec![changed], revision)
             }
             Change::Bookmark(revision) => (Vec::new(), revision),
         };
@@ -200,7 +240,13 @@ mod tests {
         Key::new("", "ns", name)
     }
 
-    fn sorted(mut changed: Vec<(Key, Trigger)>) -> Vec<(Key, Trigger)> {
+    /// What the tests compare: which keys changed and how.
+    fn triggers(changed: Vec<Changed>) -> Vec<(Key, Trigger)> {
+        changed.into_iter().map(|c| (c.key, c.trigger)).collect()
+    }
+
+    fn sorted(changed: Vec<Changed>) -> Vec<(Key, Trigger)> {
+        let mut changed = triggers(changed);
         changed.sort();
         changed
     }
@@ -208,13 +254,13 @@ mod tests {
     #[test]
     fn puts_say_whether_the_spec_changed() {
         let (mut writer, cache) = new();
-        let created = writer.apply(Change::Put(object("a", "u1", 1, 2)));
+        let created = triggers(writer.apply(Change::Put(object("a", "u1", 1, 2))));
         assert_eq!(created, vec![(key("a"), Trigger::SpecChanged)]);
-        let status_only = writer.apply(Change::Put(object("a", "u1", 1, 3)));
+        let status_only = triggers(writer.apply(Change::Put(object("a", "u1", 1, 3))));
         assert_eq!(status_only, vec![(key("a"), Trigger::ObjectChanged)]);
-        let new_generation = writer.apply(Change::Put(object("a", "u1", 2, 4)));
+        let new_generation = triggers(writer.apply(Change::Put(object("a", "u1", 2, 4))));
         assert_eq!(new_generation, vec![(key("a"), Trigger::SpecChanged)]);
-        let recreated = writer.apply(Change::Put(object("a", "u2", 2, 6)));
+        let recreated = triggers(writer.apply(Change::Put(object("a", "u2", 2, 6))));
         assert_eq!(recreated, vec![(key("a"), Trigger::SpecChanged)]);
         assert_eq!(
             cache.get(&key("a")).unwrap().metadata.as_ref().unwrap().uid,
@@ -222,7 +268,7 @@ mod tests {
         );
         assert_eq!(cache.revision(), Some(6));
 
-        let deleted = writer.apply(Change::Delete(object("a", "u2", 2, 7)));
+        let deleted = triggers(writer.apply(Change::Delete(object("a", "u2", 2, 7))));
         assert_eq!(deleted, vec![(key("a"), Trigger::SpecChanged)]);
         assert!(cache.get(&key("a")).is_none());
         assert_eq!(cache.revision(), Some(7));

@@ -20,7 +20,10 @@
 //! - [`backoff`]: the [`Backoff`] policy (initial delay doubling up to a cap), pure.
 //! - [`workers`]: a fixed number of workers draining the queue, and their shutdown deadline.
 //! - [`metrics`]: Prometheus metrics labelled by controller name.
-//! - [`runtime`]: [`run`], which ties the pieces together until a shutdown future resolves.
+//! - [`watches`]: [`Watch`], objects of another kind the controller reads from a cache and
+//!   whose changes wake its keys (kube-rs `watches` / `owns`).
+//! - [`runtime`]: [`run`] and the [`Runtime`] builder, which tie the pieces together until a
+//!   shutdown future resolves.
 //!
 //! This crate never talks to storage directly (only through [`rubeapi::Client`]), never reads the
 //! clock inside `reconcile`, and never tells a controller why it runs.
@@ -36,12 +39,13 @@ pub mod queue;
 pub mod reflector;
 pub mod runtime;
 pub mod watcher;
+pub mod watches;
 pub mod workers;
 
 mod error;
 
 pub use backoff::Backoff;
-pub use cache::{Cache, CacheWriter};
+pub use cache::{Cache, CacheWriter, Changed};
 pub use controller::Controller;
 pub use error::{BoxError, Error};
 pub use key::Key;
@@ -49,4 +53,5 @@ pub use metrics::Metrics;
 pub use mirror::{MemoryMirror, Mirror};
 pub use queue::{Trigger, WorkQueue};
 pub use reflector::Reflector;
-pub use runtime::{Options, run, run_with_wakeups};
+pub use runtime::{Options, Runtime, run, run_with_wakeups};
+pub use watches::{Wake, Watch};

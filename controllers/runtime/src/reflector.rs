@@ -15,11 +15,11 @@ use rubeapi::Client;
 use rubeapi::rube::{Selector, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{self, Cache, CacheWriter};
+use crate::Backoff;
+use crate::cache::{self, Cache, CacheWriter, Changed};
 use crate::metrics::ControllerMetrics;
 use crate::mirror::Mirror;
 use crate::watcher::{self, Change, Input, State};
-use crate::{Backoff, Key, Trigger};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, rubeapi::Error>> + Send>>;
 
@@ -39,15 +39,28 @@ impl Reflector {
     /// `reconnect` paces retries after failed calls and disconnects.
     pub fn new(client: Client, selector: Selector, reconnect: Backoff) -> (Reflector, Cache) {
         let (writer, cache) = cache::new();
-        let reflector = Reflector {
+        (
+            Reflector::filling(client, selector, writer, reconnect),
+            cache,
+        )
+    }
+
+    /// A reflector that fills a cache made beforehand (a secondary watch's, whose read handle
+    /// the controller holds before the runtime connects).
+    pub fn filling(
+        client: Client,
+        selector: Selector,
+        writer: CacheWriter,
+        reconnect: Backoff,
+    ) -> Reflector {
+        Reflector {
             client,
             selector,
             writer,
             reconnect,
             metrics: ControllerMetrics::default(),
             mirror: None,
-        };
-        (reflector, cache)
+        }
     }
 
     /// Counts lists and watches and tracks the revision in `metrics`.
@@ -64,7 +77,7 @@ impl Reflector {
 
     /// Fills the cache from the mirror, if it holds anything, and returns where to go on:
     /// watching from the mirror's revision, or listing.
-    fn seed(&mut self, on_change: &mut impl FnMut(Key, Trigger)) -> State {
+    fn seed(&mut self, on_change: &mut impl FnMut(Changed)) -> State {
         let Some(mirror) = &self.mirror else {
             return State::Listing;
         };
@@ -76,8 +89,8 @@ impl Reflector {
                     selector = ?self.selector,
                     "cache seeded from the local mirror"
                 );
-                for (key, trigger) in self.writer.apply(Change::Replace { objects, revision }) {
-                    on_change(key, trigger);
+                for changed in self.writer.apply(Change::Replace { objects, revision }) {
+                    on_change(changed);
                 }
                 State::Watching { from: revision }
             }
@@ -89,12 +102,13 @@ impl Reflector {
         }
     }
 
-    /// Runs until `cancel` fires, calling `on_change` for every key that changes, in order.
+    /// Runs until `cancel` fires, calling `on_change` for every key that changes, in order,
+    /// after the cache holds the change.
     ///
     /// With a mirror that holds a copy, the cache is filled from it first (triggering every
     /// key) and the watch resumes from its revision; every change is saved to the mirror after
     /// it is applied.
-    pub async fn run(mut self, mut on_change: impl FnMut(Key, Trigger), cancel: CancellationToken) {
+    pub async fn run(mut self, mut on_change: impl FnMut(Changed), cancel: CancellationToken) {
         let mut state = self.seed(&mut on_change);
         let mut stream: Option<WatchStream> = None;
         let mut backoff = self.reconnect.jittered().build();
@@ -123,8 +137,8 @@ impl Reflector {
                     .mirror
                     .as_ref()
                     .map(|mirror| (mirror.clone(), change.clone()));
-                for (key, trigger) in self.writer.apply(change) {
-                    on_change(key, trigger);
+                for changed in self.writer.apply(change) {
+                    on_change(changed);
                 }
                 if let Some((mirror, change)) = saved
                     && let Err(error) = mirror.save(&change)

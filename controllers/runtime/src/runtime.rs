@@ -1,6 +1,7 @@
-//! [`run`]: one controller against one apiserver, until a shutdown future resolves. It wires a
-//! [`Reflector`] into a [`WorkQueue`], starts [`workers`] that bring each key to its fixpoint
-//! ([`converge`]), resyncs periodically, and shuts down gracefully.
+//! [`run`] and its builder [`Runtime`]: one controller against one apiserver, until a shutdown
+//! future resolves. It wires a [`Reflector`] for the controller's selector, and one for each
+//! secondary [`Watch`], into a [`WorkQueue`], starts [`workers`] that bring each key to its
+//! fixpoint ([`converge`]), resyncs periodically, and shuts down gracefully.
 //!
 //! The runtime holds no decisions of its own about objects: those are the controller's
 //! `reconcile`; when to run is the queue's; what to list and watch is the reflector's.
@@ -9,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use rubeapi::Client;
@@ -18,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::ControllerMetrics;
 use crate::queue::QueueGauges;
 use crate::{
-    Backoff, Cache, Controller, Error, Key, Metrics, Mirror, Reflector, Trigger, WorkQueue, workers,
+    Backoff, Cache, Controller, Error, Key, Metrics, Mirror, Reflector, Trigger, Watch, WorkQueue,
+    workers,
 };
 
 /// How a controller runs.
@@ -68,6 +71,9 @@ impl Default for Options {
 /// after its backoff. On shutdown the reflector stops, no new reconcile starts, and running ones
 /// get `options.shutdown_deadline` to finish.
 ///
+/// This is [`Runtime::new`]`(..).run(shutdown)`; the builder adds secondary watches and
+/// wakeups.
+///
 /// # Errors
 /// [`Error::ShutdownDeadline`] when reconciles were still running at the deadline. Failures of
 /// single reconciles are logged, counted and retried, never returned.
@@ -77,14 +83,9 @@ pub async fn run<C: Controller>(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    run_with_wakeups(
-        controller,
-        client,
-        options,
-        futures::stream::pending(),
-        shutdown,
-    )
-    .await
+    Runtime::new(controller, client, options)
+        .run(shutdown)
+        .await
 }
 
 /// [`run`], plus keys the controller asks to have reconciled for reasons the apiserver cannot
@@ -101,93 +102,190 @@ pub async fn run_with_wakeups<C: Controller>(
     wakeups: impl Stream<Item = Key> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let controller = Arc::new(controller);
-    let name = controller.name().to_owned();
-    let metrics = options.metrics.controller(&name);
-    let gauges = QueueGauges {
-        depth: metrics.queue_depth.clone(),
-        running: metrics.in_flight.clone(),
-    };
-    let queue = WorkQueue::new(options.retry, gauges);
-    let (mut reflector, cache) = Reflector::new(client, controller.selector(), options.reconnect);
-    if let Some(mirror) = options.mirror.clone() {
-        reflector = reflector.with_mirror(mirror);
+    Runtime::new(controller, client, options)
+        .wakeups(wakeups)
+        .run(shutdown)
+        .await
+}
+
+/// One controller, what it watches and what wakes it: the builder behind [`run`].
+///
+/// ```no_run
+/// # async fn example<C: controllers::Controller>(controller: C, client: rubeapi::Client,
+/// #     watch: controllers::Watch) -> Result<(), controllers::Error> {
+/// controllers::Runtime::new(controller, client, controllers::Options::default())
+///     .watch(watch)
+///     .run(std::future::pending())
+///     .await
+/// # }
+/// ```
+pub struct Runtime<C> {
+    controller: C,
+    client: Client,
+    options: Options,
+    watches: Vec<Watch>,
+    wakeups: BoxStream<'static, Key>,
+}
+
+impl<C: Controller> Runtime<C> {
+    pub fn new(controller: C, client: Client, options: Options) -> Runtime<C> {
+        Runtime {
+            controller,
+            client,
+            options,
+            watches: Vec::new(),
+            wakeups: futures::stream::pending().boxed(),
+        }
     }
-    let cancel = CancellationToken::new();
-    let reflecting = tokio::spawn({
-        let queue = queue.clone();
-        let reflector = reflector.with_metrics(metrics.clone());
-        reflector.run(
-            move |key, trigger| queue.trigger(key, trigger),
-            cancel.clone(),
-        )
-    });
-    // Stops the reflector however `run` ends, even when its future is dropped.
-    let _stop_reflector = cancel.clone().drop_guard();
-    tokio::spawn({
-        let queue = queue.clone();
-        let cancel = cancel.clone();
-        async move {
-            tokio::pin!(wakeups);
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    key = wakeups.next() => match key {
-                        Some(key) => queue.trigger(key, Trigger::Resync),
-                        None => return,
-                    },
+
+    /// Also lists and watches `watch`'s objects into its cache, and reconciles the keys its
+    /// mapper names when they change. The first reconcile waits for its first list too.
+    pub fn watch(mut self, watch: Watch) -> Runtime<C> {
+        self.watches.push(watch);
+        self
+    }
+
+    /// Also reconciles every key `wakeups` yields, as [`run_with_wakeups`] says.
+    pub fn wakeups(mut self, wakeups: impl Stream<Item = Key> + Send + 'static) -> Runtime<C> {
+        self.wakeups = wakeups.boxed();
+        self
+    }
+
+    /// Runs until `shutdown` resolves, as [`run`] says.
+    ///
+    /// # Errors
+    /// As [`run`].
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Runtime {
+            controller,
+            client,
+            options,
+            watches,
+            wakeups,
+        } = self;
+        let controller = Arc::new(controller);
+        let name = controller.name().to_owned();
+        let metrics = options.metrics.controller(&name);
+        let gauges = QueueGauges {
+            depth: metrics.queue_depth.clone(),
+            running: metrics.in_flight.clone(),
+        };
+        let queue = WorkQueue::new(options.retry, gauges);
+        let (mut reflector, cache) =
+            Reflector::new(client.clone(), controller.selector(), options.reconnect);
+        if let Some(mirror) = options.mirror.clone() {
+            reflector = reflector.with_mirror(mirror);
+        }
+        let cancel = CancellationToken::new();
+        // Stops the reflectors however `run` ends, even when its future is dropped.
+        let _stop_reflectors = cancel.clone().drop_guard();
+        let mut reflecting = vec![tokio::spawn({
+            let queue = queue.clone();
+            let reflector = reflector.with_metrics(metrics.clone());
+            reflector.run(
+                move |changed| queue.trigger(changed.key, changed.trigger),
+                cancel.clone(),
+            )
+        })];
+        let mut caches = vec![cache.clone()];
+        for Watch {
+            selector,
+            writer,
+            mut mapper,
+        } in watches
+        {
+            caches.push(writer.cache());
+            let reflector = Reflector::filling(client.clone(), selector, writer, options.reconnect);
+            let queue = queue.clone();
+            let own = cache.clone();
+            reflecting.push(tokio::spawn(reflector.run(
+                move |changed| {
+                    Watch::wake(&mut mapper, &changed, &own, |key, trigger| {
+                        queue.trigger(key, trigger);
+                    });
+                },
+                cancel.clone(),
+            )));
+        }
+        tokio::spawn({
+            let queue = queue.clone();
+            let cancel = cancel.clone();
+            let mut wakeups = wakeups;
+            async move {
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        key = wakeups.next() => match key {
+                            Some(key) => queue.trigger(key, Trigger::Resync),
+                            None => return,
+                        },
+                    }
                 }
             }
+        });
+
+        tokio::pin!(shutdown);
+        let listed = tokio::select! {
+            () = &mut shutdown => false,
+            listed = all_ready(&caches) => listed,
+        };
+        if !listed {
+            cancel.cancel();
+            for task in reflecting {
+                let _ = task.await;
+            }
+            return Ok(());
         }
-    });
+        tracing::info!(controller = %name, objects = cache.len(), "controller started");
 
-    tokio::pin!(shutdown);
-    let listed = tokio::select! {
-        () = &mut shutdown => false,
-        listed = cache.ready() => listed,
-    };
-    if !listed {
-        cancel.cancel();
-        let _ = reflecting.await;
-        return Ok(());
-    }
-    tracing::info!(controller = %name, objects = cache.len(), "controller started");
-
-    let workers = workers::spawn(options.concurrency, queue.clone(), {
-        let controller = controller.clone();
-        let cache = cache.clone();
-        let metrics = metrics.clone();
-        let max_steps = options.max_steps;
-        move |key: Key| {
+        let workers = workers::spawn(options.concurrency, queue.clone(), {
             let controller = controller.clone();
             let cache = cache.clone();
             let metrics = metrics.clone();
-            async move { reconcile_counted(&*controller, &cache, &key, max_steps, &metrics).await }
-        }
-    });
+            let max_steps = options.max_steps;
+            move |key: Key| {
+                let controller = controller.clone();
+                let cache = cache.clone();
+                let metrics = metrics.clone();
+                async move { reconcile_counted(&*controller, &cache, &key, max_steps, &metrics).await }
+            }
+        });
 
-    // The list already triggered every cached key; what only the world knows comes next.
-    let inventory = trigger_all(&*controller, &cache, &queue, false);
-    let resyncs = async {
-        inventory.await;
-        let Some(every) = options.resync else {
-            return std::future::pending().await;
+        // The list already triggered every cached key; what only the world knows comes next.
+        let inventory = trigger_all(&*controller, &cache, &queue, false);
+        let resyncs = async {
+            inventory.await;
+            let Some(every) = options.resync else {
+                return std::future::pending().await;
+            };
+            let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+            loop {
+                interval.tick().await;
+                trigger_all(&*controller, &cache, &queue, true).await;
+            }
         };
-        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
-        loop {
-            interval.tick().await;
-            trigger_all(&*controller, &cache, &queue, true).await;
+        tokio::select! {
+            () = &mut shutdown => {}
+            () = resyncs => {}
         }
-    };
-    tokio::select! {
-        () = &mut shutdown => {}
-        () = resyncs => {}
-    }
 
-    tracing::info!(controller = %name, "controller stopping");
-    cancel.cancel();
-    let _ = reflecting.await;
-    workers.shutdown(options.shutdown_deadline).await
+        tracing::info!(controller = %name, "controller stopping");
+        cancel.cancel();
+        for task in reflecting {
+            let _ = task.await;
+        }
+        workers.shutdown(options.shutdown_deadline).await
+    }
+}
+
+/// True once every cache has listed; false if a reflector stopped first.
+async fn all_ready(caches: &[Cache]) -> bool {
+    for cache in caches {
+        if !cache.ready().await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Triggers every key of the inventory, and every cached key when `cached`.
