@@ -490,13 +490,13 @@ impl SliceController {
         if !shim::stop(dir, self.config.kill_grace)? {
             return Ok(());
         }
-        let give_up =
-            tokio::time::Instant::now() + self.config.kill_grace + Duration::from_secs(20);
+        let waited = self.config.kill_grace + Duration::from_secs(20);
+        let give_up = tokio::time::Instant::now() + waited;
         while let ShimState::Running(_) = shim::read(dir)? {
             if tokio::time::Instant::now() > give_up {
-                return Err(Error::ShimFailed {
+                return Err(Error::ShimDidNotStop {
                     dir: dir.to_owned(),
-                    message: "the shim did not stop".into(),
+                    waited,
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -574,7 +574,7 @@ impl SliceController {
         let exe = self.config.shim_exe.clone();
         let launched = tokio::task::spawn_blocking(move || shim::launch(&exe, &dir, &spec))
             .await
-            .map_err(|e| Error::ShimFailed {
+            .map_err(|e| Error::LaunchTask {
                 dir: self.slice_dir(key),
                 message: e.to_string(),
             })?;

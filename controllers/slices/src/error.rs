@@ -21,9 +21,31 @@ pub enum Error {
     /// for a failed exec). The outcome is recorded in the slice dir too.
     #[error("cannot start {command}: {message}")]
     Exec { command: String, message: String },
-    /// The shim ended before saying whether the workload started.
-    #[error("shim for {dir} exited without reporting: {message}")]
-    ShimFailed { dir: PathBuf, message: String },
+    /// A live shim already has this slice dir.
+    #[error("a shim already runs for {dir}")]
+    AlreadyRunning { dir: PathBuf },
+    /// The shim gave up before the workload existed, and said why.
+    #[error("the shim for {dir} gave up before the workload started: {message}")]
+    ShimGaveUp { dir: PathBuf, message: String },
+    /// The shim ended without a report; the last line of its log says why, if anything does.
+    #[error("the shim for {dir} exited without reporting (see {log}): {last_line}")]
+    ShimSilent {
+        dir: PathBuf,
+        log: PathBuf,
+        last_line: String,
+    },
+    /// The shim's report was not one (see `shim::Report`).
+    #[error("the shim for {dir} reported {line:?}, which is not a report")]
+    ShimReport { dir: PathBuf, line: String },
+    /// A shim asked to stop was still running when the controller stopped waiting.
+    #[error("the shim for {dir} did not stop within {waited:?}")]
+    ShimDidNotStop {
+        dir: PathBuf,
+        waited: std::time::Duration,
+    },
+    /// The blocking task that launches a shim panicked or was cancelled.
+    #[error("launching the shim for {dir} failed: {message}")]
+    LaunchTask { dir: PathBuf, message: String },
     #[error("invalid slice: {0}")]
     Invalid(String),
     #[error("usage: {0}")]

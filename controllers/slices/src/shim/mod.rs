@@ -22,7 +22,11 @@
 //! `shim.log` (the shim's own errors), `output.<offset>.log` (the workload's). Nothing here
 //! talks to the apiserver or decides whether a slice should run.
 
+mod report;
 mod spawn;
+pub mod supervise;
+
+pub use report::{NotAReport, Report};
 
 use std::ffi::{CString, OsString};
 use std::io::{Read, Write};
@@ -40,6 +44,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use self::supervise::{Action, Deadline, Event, Exit, Phase};
 use crate::Error;
 use crate::logs::LogWriter;
 use crate::spec::{
@@ -79,14 +84,15 @@ pub struct Launched {
 ///
 /// # Errors
 /// [`Error::Exec`] when the workload could not be started (its outcome is recorded too, so
-/// [`read`] says `Exited`), [`Error::ShimFailed`] when the shim gave up before that (e.g. the
-/// cgroup could not be made, or another shim runs in `dir`), [`Error::Io`].
+/// [`read`] says `Exited`); [`Error::AlreadyRunning`] when a live shim has `dir`;
+/// [`Error::ShimGaveUp`] when the shim gave up before the workload existed (e.g. the cgroup
+/// could not be made); [`Error::ShimSilent`] and [`Error::ShimReport`] when it died without a
+/// report or said something else; [`Error::Io`].
 pub fn launch(shim_exe: &Path, dir: &Path, spec: &LaunchSpec) -> Result<Launched, Error> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     if let ShimState::Running(_) = read(dir)? {
-        return Err(Error::ShimFailed {
+        return Err(Error::AlreadyRunning {
             dir: dir.to_owned(),
-            message: "a shim already runs for this slice".into(),
         });
     }
     for stale in [OUTCOME, SHIM, STOP] {
@@ -118,34 +124,26 @@ pub fn launch(shim_exe: &Path, dir: &Path, spec: &LaunchSpec) -> Result<Launched
         .read_to_string(&mut report);
     let _ = child.wait();
     read_result.map_err(Error::io(shim_exe))?;
-    let line = report.lines().next().unwrap_or("");
-    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-    match word {
-        "ok" => {
-            let mut numbers = rest.split(' ').map(str::parse::<u32>);
-            match (numbers.next(), numbers.next()) {
-                (Some(Ok(pid)), Some(Ok(shim_pid))) => Ok(Launched { pid, shim_pid }),
-                _ => Err(Error::ShimFailed {
-                    dir: dir.to_owned(),
-                    message: format!("unreadable report {line:?}"),
-                }),
-            }
-        }
-        "exec" => Err(Error::Exec {
+    let Some(line) = report.lines().next() else {
+        return Err(Error::ShimSilent {
+            dir: dir.to_owned(),
+            log: log_path.clone(),
+            last_line: last_line(&log_path),
+        });
+    };
+    match line.parse::<Report>() {
+        Ok(Report::Started { pid, shim_pid }) => Ok(Launched { pid, shim_pid }),
+        Ok(Report::ExecFailed(message)) => Err(Error::Exec {
             command: spec.command.clone(),
-            message: rest.to_owned(),
+            message,
         }),
-        "err" => Err(Error::ShimFailed {
+        Ok(Report::GaveUp(message)) => Err(Error::ShimGaveUp {
             dir: dir.to_owned(),
-            message: rest.to_owned(),
+            message,
         }),
-        _ => Err(Error::ShimFailed {
+        Err(NotAReport(line)) => Err(Error::ShimReport {
             dir: dir.to_owned(),
-            message: format!(
-                "no report (see {}): {}",
-                log_path.display(),
-                last_line(&log_path)
-            ),
+            line,
         }),
     }
 }
@@ -242,7 +240,10 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         return match spawned {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                println!("err cannot start the detached shim: {e}");
+                println!(
+                    "{}",
+                    Report::GaveUp(format!("cannot start the detached shim: {e}"))
+                );
                 ExitCode::FAILURE
             }
         };
@@ -251,18 +252,11 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Reaches `launch` when nothing was reported yet; the log otherwise.
-            println!("err {e}");
+            println!("{}", Report::GaveUp(e.to_string()));
             eprintln!("shim {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }
-}
-
-/// How the detached shim ends the workload.
-enum Phase {
-    Running,
-    Terminating { kill_at: Instant },
-    Killed,
 }
 
 fn run(dir: &Path) -> Result<(), Error> {
@@ -339,7 +333,7 @@ fn run(dir: &Path) -> Result<(), Error> {
                 outcome.message = format!("{why}; {e}");
             }
             write_json(&dir.join(OUTCOME), &outcome)?;
-            report(&format!("exec {why}"));
+            report(&Report::ExecFailed(why));
             return Ok(());
         }
     }
@@ -354,83 +348,50 @@ fn run(dir: &Path) -> Result<(), Error> {
             cgroup: cgroup_name.clone(),
         },
     )?;
-    report(&format!("ok {} {shim_pid}", pid.as_raw()));
+    report(&Report::Started {
+        pid: pid.as_raw() as u32,
+        shim_pid,
+    });
 
-    let deadline = spec
-        .timeout_seconds
-        .filter(|s| *s > 0)
-        .map(|s| started + Duration::from_secs(s));
-    let grace = Duration::from_millis(spec.kill_grace_ms);
-    let mut phase = Phase::Running;
+    let mut phase = Phase::Running {
+        deadline: spec
+            .timeout_seconds
+            .filter(|s| *s > 0)
+            .map(|seconds| Deadline {
+                at: started + Duration::from_secs(seconds),
+                seconds,
+            }),
+        grace: Duration::from_millis(spec.kill_grace_ms),
+    };
     let mut log_pipe = Some(log_r);
-    let mut exit = None;
     let mut buf = vec![0u8; 64 * 1024];
-    while exit.is_none() {
-        let now = Instant::now();
-        let wake = match phase {
-            Phase::Running => deadline,
-            Phase::Terminating { kill_at } => Some(kill_at),
-            Phase::Killed => None,
-        };
-        let timeout = match wake {
-            Some(at) => PollTimeout::try_from(
-                at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
-            )
-            .unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
-        };
-        let (signal_ready, log_ready, status_ready) = {
-            let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-            if let Some(p) = &log_pipe {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-            }
-            if let Some(p) = &status_pipe {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-            }
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::sys("poll")(e)),
-            }
-            let ready = |i: usize| {
-                fds.get(i)
-                    .and_then(|f| f.revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
-            let log_at = 1;
-            let status_at = if log_pipe.is_some() { 2 } else { 1 };
-            (
-                ready(0),
-                log_pipe.is_some() && ready(log_at),
-                status_pipe.is_some() && ready(status_at),
-            )
-        };
-        if signal_ready {
+    // The loop only gathers events and performs actions; `supervise::next` decides.
+    while !phase.is_over() {
+        let ready = wait(
+            &sfd,
+            log_pipe.as_ref(),
+            status_pipe.as_ref(),
+            phase.wake_at(),
+        )?;
+        let mut events = Vec::new();
+        if ready.signal {
             while let Ok(Some(info)) = sfd.read_signal() {
-                let signal = info.ssi_signo as i32;
-                if signal == libc::SIGCHLD {
-                    continue;
-                }
-                if matches!(phase, Phase::Running) {
-                    message = "stopped".into();
-                    let grace = std::fs::read_to_string(dir.join(STOP))
+                if info.ssi_signo as i32 != libc::SIGCHLD {
+                    let asked = std::fs::read_to_string(dir.join(STOP))
                         .ok()
                         .and_then(|s| s.trim().parse::<u64>().ok())
-                        .map_or(grace, Duration::from_millis);
-                    phase = terminate(&hierarchy, &cgroup, grace);
+                        .map(Duration::from_millis);
+                    events.push(Event::StopAsked {
+                        grace: asked.unwrap_or(Duration::from_millis(spec.kill_grace_ms)),
+                    });
                 }
             }
-            loop {
-                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                        exit = Some(status);
-                        break;
-                    }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
-                }
+            if let Some(exit) = reap(pid) {
+                let oom_kills = hierarchy.stats(&cgroup).map_or(0, |s| s.oom_kills);
+                events.push(Event::Reaped { exit, oom_kills });
             }
         }
-        if log_ready {
+        if ready.log {
             match nix::unistd::read(log_pipe.as_ref().expect("ready").as_fd(), &mut buf) {
                 Ok(0) => log_pipe = None,
                 Ok(n) => log.write(&buf[..n])?,
@@ -438,28 +399,28 @@ fn run(dir: &Path) -> Result<(), Error> {
                 Err(e) => return Err(Error::sys("read log pipe")(e)),
             }
         }
-        if status_ready {
+        if ready.status {
             match read_status(status_pipe.as_ref().expect("ready")) {
-                StatusMessage::Failed(why) => message = why,
-                StatusMessage::Waiting => continue,
-                StatusMessage::Execd => {}
+                StatusMessage::Waiting => {}
+                StatusMessage::Execd => status_pipe = None,
+                StatusMessage::Failed(why) => {
+                    status_pipe = None;
+                    events.push(Event::LaunchFailed(why));
+                }
             }
-            status_pipe = None;
         }
-        let now = Instant::now();
-        match phase {
-            Phase::Running if deadline.is_some_and(|d| now >= d) => {
-                message = format!(
-                    "deadline of {}s exceeded",
-                    spec.timeout_seconds.unwrap_or(0)
-                );
-                phase = terminate(&hierarchy, &cgroup, grace);
+        events.push(Event::Tick);
+        for event in events {
+            let actions;
+            (phase, actions) = supervise::next(phase, event, Instant::now());
+            for action in actions {
+                match action {
+                    Action::SignalCgroup(signal) => {
+                        let _ = hierarchy.kill(&cgroup, signal);
+                    }
+                    Action::Note(why) => message = why,
+                }
             }
-            Phase::Terminating { kill_at } if now >= kill_at => {
-                let _ = hierarchy.kill(&cgroup, Signal::SIGKILL);
-                phase = Phase::Killed;
-            }
-            _ => {}
         }
     }
 
@@ -473,11 +434,13 @@ fn run(dir: &Path) -> Result<(), Error> {
     {
         message = why;
     }
-    let stats = hierarchy.stats(&cgroup);
+    let Phase::Exited { exit, oom_killed } = phase else {
+        unreachable!("the loop ends only once the workload is reaped");
+    };
     let mut outcome = Outcome {
         exit_code: None,
         signal: None,
-        oom_killed: stats.as_ref().is_ok_and(|s| s.oom_kills > 0),
+        oom_killed,
         started_ms,
         finished_ms: now_ms(),
         pid: pid.as_raw() as u32,
@@ -485,9 +448,8 @@ fn run(dir: &Path) -> Result<(), Error> {
         message,
     };
     match exit {
-        Some(WaitStatus::Exited(_, code)) => outcome.exit_code = Some(code),
-        Some(WaitStatus::Signaled(_, signal, _)) => outcome.signal = Some(signal as i32),
-        _ => {}
+        Exit::Code(code) => outcome.exit_code = Some(code),
+        Exit::Signal(signal) => outcome.signal = Some(signal),
     }
     if let Err(e) = hierarchy.remove(&cgroup, Duration::from_secs(1)) {
         eprintln!("shim {}: {e}", dir.display());
@@ -498,11 +460,63 @@ fn run(dir: &Path) -> Result<(), Error> {
     write_json(&dir.join(OUTCOME), &outcome)
 }
 
-/// SIGTERM to every process of the cgroup; SIGKILL follows after `grace`.
-fn terminate(hierarchy: &Hierarchy, cgroup: &CgroupPath, grace: Duration) -> Phase {
-    let _ = hierarchy.kill(cgroup, Signal::SIGTERM);
-    Phase::Terminating {
-        kill_at: Instant::now() + grace,
+/// Which of the shim's descriptors are ready.
+struct Ready {
+    signal: bool,
+    log: bool,
+    status: bool,
+}
+
+/// Polls the signalfd and the pipes still open until one is ready or `wake_at` comes.
+fn wait(
+    signals: &SignalFd,
+    log: Option<&OwnedFd>,
+    status: Option<&OwnedFd>,
+    wake_at: Option<Instant>,
+) -> Result<Ready, Error> {
+    let timeout = match wake_at {
+        Some(at) => PollTimeout::try_from(
+            at.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(60_000) as i32
+                + 1,
+        )
+        .unwrap_or(PollTimeout::MAX),
+        None => PollTimeout::NONE,
+    };
+    let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    let log_at = log.map(|p| {
+        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    let status_at = status.map(|p| {
+        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(Error::sys("poll")(e)),
+    }
+    let ready = |at: Option<usize>| {
+        at.and_then(|i| fds[i].revents())
+            .is_some_and(|r| !r.is_empty())
+    };
+    Ok(Ready {
+        signal: ready(Some(0)),
+        log: ready(log_at),
+        status: ready(status_at),
+    })
+}
+
+/// The workload's exit, if it has exited (never blocks).
+fn reap(pid: Pid) -> Option<Exit> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Some(Exit::Signal(signal as i32)),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => {}
+        }
     }
 }
 
@@ -557,10 +571,11 @@ fn read_status(pipe: &OwnedFd) -> StatusMessage {
     ))
 }
 
-/// Tells `launch` (through stdout, its pipe) and lets go of that pipe.
-fn report(line: &str) {
+/// Tells `launch` (through stdout, its pipe) and lets go of that pipe. A launcher that is
+/// gone changes nothing: the workload is supervised all the same.
+fn report(report: &Report) {
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{report}");
     let _ = out.flush();
     if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(null);
