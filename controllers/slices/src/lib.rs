@@ -19,5 +19,5 @@ pub mod spec;
 
 pub use controller::{Config, SliceController, sweep};
 pub use error::Error;
-pub use shim::{Launched, ShimState, launch, main_from_args, read, stop};
-pub use spec::{LaunchSpec, Outcome};
+pub use shim::{Launched, launch, main_from_args, stop};
+pub use spec::{LaunchSpec, Outcome, ShimState, read};

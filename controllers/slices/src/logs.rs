@@ -7,7 +7,7 @@
 //! therefore stable across rotation: a reader asking for bytes that were rotated away gets the
 //! oldest bytes still there, and the offset they start at.
 //!
-//! Nothing here knows about processes beyond asking [`crate::shim::read`] whether more output
+//! Nothing here knows about processes beyond asking [`crate::spec::read`] whether more output
 //! can come.
 
 use std::fs::File;
@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::Stream;
 
 use crate::Error;
-use crate::shim::{self, ShimState};
+use crate::spec::{self, ShimState};
 
 /// Segments in `dir`, oldest first: (start offset, path).
 pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
@@ -200,7 +200,7 @@ pub fn follow(
                 // Whether more can come is read before the log, so nothing written between the
                 // two reads is missed.
                 let running = !matches!(
-                    shim::read(&dir),
+                    spec::read(&dir),
                     Ok(ShimState::Exited(_) | ShimState::Lost(_) | ShimState::Absent)
                 );
                 let read = {

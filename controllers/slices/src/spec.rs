@@ -1,6 +1,11 @@
 //! What the controller hands the shim ([`LaunchSpec`]) and what the shim leaves behind
-//! ([`Outcome`], [`RunningRecord`]): plain data, written as JSON files in the slice dir. Nothing
-//! here starts or reads processes.
+//! ([`Outcome`], [`RunningRecord`]): plain data, written as JSON files in the slice dir, and
+//! [`read`], which says what a slice dir holds ([`ShimState`]). The controller, the shim and the
+//! log readers all build on this module; it builds on none of them. Nothing here starts
+//! processes; [`read`] only looks a shim's pid up in `/proc`.
+//!
+//! The files of a slice dir: `spec.json`, `shim.json`, `outcome.json`, `stop`, `shim.lock`,
+//! `shim.log` (the shim's own errors), `output.<offset>.log` (the workload's).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,27 @@ use cgroups::{CgroupPath, Controller, Hierarchy};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+pub const SPEC: &str = "spec.json";
+pub const SHIM: &str = "shim.json";
+pub const OUTCOME: &str = "outcome.json";
+pub const STOP: &str = "stop";
+pub const LOCK: &str = "shim.lock";
+pub const SHIM_LOG: &str = "shim.log";
+
+/// What a slice dir says about its workload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ShimState {
+    /// No shim was started here (or it failed before the workload existed).
+    #[default]
+    Absent,
+    /// The shim lives; the workload runs (or waits for its FIFOs).
+    Running(RunningRecord),
+    Exited(Outcome),
+    /// The shim died without recording an outcome (killed, or the node rebooted); its
+    /// workload may still run in its cgroup.
+    Lost(RunningRecord),
+}
 
 /// Rube's node subtree as directories, so the shim drives the very cgroups the controller
 /// chose (the shim's own cgroup may differ from the rubelet's, e.g. after `enter_leaf`).
@@ -190,4 +216,37 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path)(e)),
     }
+}
+
+/// What `dir` holds. See [`ShimState`].
+pub fn read(dir: &Path) -> Result<ShimState, Error> {
+    if let Some(outcome) = read_json::<Outcome>(&dir.join(OUTCOME))? {
+        return Ok(ShimState::Exited(outcome));
+    }
+    let Some(record) = read_json::<RunningRecord>(&dir.join(SHIM))? else {
+        return Ok(ShimState::Absent);
+    };
+    if start_ticks(record.shim_pid) == Some(record.shim_start_ticks) {
+        return Ok(ShimState::Running(record));
+    }
+    // The shim may have written its outcome and exited between the two reads.
+    match read_json::<Outcome>(&dir.join(OUTCOME))? {
+        Some(outcome) => Ok(ShimState::Exited(outcome)),
+        None => Ok(ShimState::Lost(record)),
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot) of a live process;
+/// `None` when there is no such process or it is a zombie.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // `state` is field 3; start time is field 22.
+    fields.nth(18)?.parse().ok()
 }

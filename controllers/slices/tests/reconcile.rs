@@ -10,8 +10,8 @@ use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::Object;
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{RestartPolicy, Slice, SliceStatus};
+use slices::ShimState;
 use slices::controller::{Effect, Observed, Params, Run, reconcile, simulate};
-use slices::shim::ShimState;
 use slices::spec::{HierarchySpec, RunningRecord};
 use slices::{Outcome, controller};
 

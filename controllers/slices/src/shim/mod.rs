@@ -15,12 +15,9 @@
 //! 5. reaps the workload, reads the OOM counter, removes the cgroup leaf, writes `outcome.json`
 //!    atomically, and exits.
 //!
-//! [`read`] tells what a slice dir holds: nothing, a live shim (checked by pid *and* process
-//! start time, against pid reuse), an outcome, or a shim that died without recording one.
-//!
-//! The files of a slice dir: `spec.json`, `shim.json`, `outcome.json`, `stop`, `shim.lock`,
-//! `shim.log` (the shim's own errors), `output.<offset>.log` (the workload's). Nothing here
-//! talks to the apiserver or decides whether a slice should run.
+//! What a slice dir holds (its files, and [`crate::spec::read`], which tells a live shim from
+//! an outcome or a lost one) is [`crate::spec`]'s. Nothing here talks to the apiserver or
+//! decides whether a slice should run.
 
 mod report;
 mod spawn;
@@ -48,29 +45,9 @@ use self::supervise::{Action, Deadline, Event, Exit, Phase};
 use crate::Error;
 use crate::logs::LogWriter;
 use crate::spec::{
-    DEFAULT_PATH, LaunchSpec, Outcome, RunningRecord, now_ms, read_json, write_atomic, write_json,
+    DEFAULT_PATH, LOCK, LaunchSpec, OUTCOME, Outcome, RunningRecord, SHIM, SHIM_LOG, SPEC, STOP,
+    ShimState, now_ms, read, read_json, start_ticks, write_atomic, write_json,
 };
-
-pub const SPEC: &str = "spec.json";
-pub const SHIM: &str = "shim.json";
-pub const OUTCOME: &str = "outcome.json";
-pub const STOP: &str = "stop";
-pub const LOCK: &str = "shim.lock";
-pub const SHIM_LOG: &str = "shim.log";
-
-/// What a slice dir says about its workload.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ShimState {
-    /// No shim was started here (or it failed before the workload existed).
-    #[default]
-    Absent,
-    /// The shim lives; the workload runs (or waits for its FIFOs).
-    Running(RunningRecord),
-    Exited(Outcome),
-    /// The shim died without recording an outcome (killed, or the node rebooted); its
-    /// workload may still run in its cgroup.
-    Lost(RunningRecord),
-}
 
 /// A started workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,39 +152,6 @@ pub fn stop(dir: &Path, grace: Duration) -> Result<bool, Error> {
         Err(nix::errno::Errno::ESRCH) => Ok(false),
         Err(e) => Err(Error::sys(format!("signal shim {}", record.shim_pid))(e)),
     }
-}
-
-/// What `dir` holds. See [`ShimState`].
-pub fn read(dir: &Path) -> Result<ShimState, Error> {
-    if let Some(outcome) = read_json::<Outcome>(&dir.join(OUTCOME))? {
-        return Ok(ShimState::Exited(outcome));
-    }
-    let Some(record) = read_json::<RunningRecord>(&dir.join(SHIM))? else {
-        return Ok(ShimState::Absent);
-    };
-    if start_ticks(record.shim_pid) == Some(record.shim_start_ticks) {
-        return Ok(ShimState::Running(record));
-    }
-    // The shim may have written its outcome and exited between the two reads.
-    match read_json::<Outcome>(&dir.join(OUTCOME))? {
-        Some(outcome) => Ok(ShimState::Exited(outcome)),
-        None => Ok(ShimState::Lost(record)),
-    }
-}
-
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot) of a live process;
-/// `None` when there is no such process or it is a zombie.
-pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // `state` is field 3; start time is field 22.
-    fields.nth(18)?.parse().ok()
 }
 
 /// The entry point of `rube-shim shim --dir <dir>` and `rubelet shim --dir <dir>`. `args` are
@@ -374,6 +318,7 @@ fn run(dir: &Path) -> Result<(), Error> {
             phase.wake_at(),
         )?;
         let mut events = Vec::new();
+        let mut reaped = None;
         if ready.signal {
             while let Ok(Some(info)) = sfd.read_signal() {
                 if info.ssi_signo as i32 != libc::SIGCHLD {
@@ -386,10 +331,7 @@ fn run(dir: &Path) -> Result<(), Error> {
                     });
                 }
             }
-            if let Some(exit) = reap(pid) {
-                let oom_kills = hierarchy.stats(&cgroup).map_or(0, |s| s.oom_kills);
-                events.push(Event::Reaped { exit, oom_kills });
-            }
+            reaped = reap(pid);
         }
         if ready.log {
             match nix::unistd::read(log_pipe.as_ref().expect("ready").as_fd(), &mut buf) {
@@ -409,7 +351,13 @@ fn run(dir: &Path) -> Result<(), Error> {
                 }
             }
         }
+        // Time is looked at before an exit seen in the same round: a deadline that passed
+        // before the shim woke still counts.
         events.push(Event::Tick);
+        if let Some(exit) = reaped {
+            let oom_kills = hierarchy.stats(&cgroup).map_or(0, |s| s.oom_kills);
+            events.push(Event::Reaped { exit, oom_kills });
+        }
         for event in events {
             let actions;
             (phase, actions) = supervise::next(phase, event, Instant::now());
