@@ -24,6 +24,11 @@ impl Key {
         }
     }
 
+    /// The key of the object of generated type `M` (`Key::typed::<Slice>("ns", "a")`).
+    pub fn typed<M: Name>(namespace: &str, name: &str) -> Key {
+        Key::new(&M::full_name(), namespace, name)
+    }
+
     /// The key of `object`.
     pub fn of(object: &Object) -> Key {
         Key::new(object.type_name(), object.namespace(), object.name())

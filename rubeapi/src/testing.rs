@@ -19,6 +19,7 @@ pub struct SliceObject {
     spec: Slice,
     labels: HashMap<String, String>,
     revision: u64,
+    generation: u64,
 }
 
 /// A slice `namespace/name` running `/bin/true` until told otherwise:
@@ -33,6 +34,7 @@ pub fn slice(namespace: &str, name: &str) -> SliceObject {
         },
         labels: HashMap::new(),
         revision: 0,
+        generation: 0,
     }
 }
 
@@ -80,6 +82,12 @@ impl SliceObject {
         self
     }
 
+    /// As if the apiserver had stamped spec generation `generation`.
+    pub fn generation(mut self, generation: u64) -> SliceObject {
+        self.generation = generation;
+        self
+    }
+
     /// Changes anything else of the spec.
     pub fn spec(mut self, change: impl FnOnce(&mut Slice)) -> SliceObject {
         change(&mut self.spec);
@@ -91,9 +99,37 @@ impl SliceObject {
         if let Some(metadata) = object.metadata.as_mut() {
             metadata.labels = self.labels;
             metadata.revision = self.revision;
+            metadata.generation = self.generation;
         }
         object
     }
+}
+
+/// Drives a pure controller model to its fixpoint: `reconcile` the world, `simulate` the
+/// effects on it, again, until `reconcile` asks for nothing. Returns the effects of every round
+/// (the last world is left in `world`).
+///
+/// # Panics
+/// After `max` rounds that still asked for effects, naming the ones still asked for.
+pub fn fixpoint<W: std::fmt::Debug, E: std::fmt::Debug>(
+    world: &mut W,
+    max: usize,
+    mut reconcile: impl FnMut(&W) -> Vec<E>,
+    mut simulate: impl FnMut(&W, &[E]) -> W,
+) -> Vec<Vec<E>> {
+    let mut rounds = Vec::new();
+    for _ in 0..max {
+        let effects = reconcile(world);
+        if effects.is_empty() {
+            return rounds;
+        }
+        *world = simulate(world, &effects);
+        rounds.push(effects);
+    }
+    panic!(
+        "no fixpoint after {max} rounds: still {:?} in {world:?}",
+        reconcile(world)
+    );
 }
 
 /// Whether this process runs as root (the owner of `/proc/self` is the effective user).
@@ -123,6 +159,23 @@ pub fn root_or_skip(test: &str) -> bool {
 mod tests {
     use super::*;
     use crate::object::ObjectExt;
+
+    #[test]
+    fn fixpoint_stops_when_nothing_is_asked_and_panics_when_it_never_stops() {
+        // A counter that wants to reach 3, one step per round.
+        let mut world = 0u32;
+        let rounds = fixpoint(
+            &mut world,
+            5,
+            |w| if *w < 3 { vec![1u32] } else { vec![] },
+            |w, e| w + e.iter().sum::<u32>(),
+        );
+        assert_eq!((world, rounds.len()), (3, 3));
+        let endless = std::panic::catch_unwind(|| {
+            fixpoint(&mut 0u32, 4, |_| vec![1u32], |w, _| w + 1);
+        });
+        assert!(endless.is_err());
+    }
 
     #[test]
     fn a_built_slice_carries_what_was_said_and_defaults_for_the_rest() {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Controller, Error, Hierarchy, V1, V2};
+use crate::{Error, Hierarchy, Subsystem, V1, V2};
 
 /// One cgroup filesystem mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub(crate) fn detect_from(
     let mounts = parse_mountinfo(mountinfo);
     let members = parse_proc_cgroup(proc_cgroup);
     let mut roots = Vec::new();
-    for c in Controller::ALL {
+    for c in Subsystem::ALL {
         let name = c.name();
         let Some(mount) = mounts
             .iter()
@@ -137,7 +137,7 @@ pub(crate) fn detect_from(
     }
     if roots
         .iter()
-        .any(|(c, _)| matches!(c, Controller::Memory | Controller::Pids | Controller::Cpu))
+        .any(|(c, _)| matches!(c, Subsystem::Memory | Subsystem::Pids | Subsystem::Cpu))
     {
         return Ok(Hierarchy::V1(V1::new(roots)));
     }
@@ -193,17 +193,17 @@ mod tests {
             v1.roots(),
             &[
                 (
-                    Controller::Memory,
+                    Subsystem::Memory,
                     PathBuf::from("/sys/fs/cgroup/memory/process_api/c142/rube")
                 ),
-                (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids/rube")),
-                (Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu/rube")),
+                (Subsystem::Pids, PathBuf::from("/sys/fs/cgroup/pids/rube")),
+                (Subsystem::Cpu, PathBuf::from("/sys/fs/cgroup/cpu/rube")),
                 (
-                    Controller::Cpuacct,
+                    Subsystem::Cpuacct,
                     PathBuf::from("/sys/fs/cgroup/cpuacct/rube")
                 ),
                 (
-                    Controller::Freezer,
+                    Subsystem::Freezer,
                     PathBuf::from("/sys/fs/cgroup/freezer/rube")
                 ),
             ]

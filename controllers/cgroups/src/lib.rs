@@ -100,9 +100,10 @@ pub enum Version {
     V2,
 }
 
-/// The v1 controllers Rube uses, each its own hierarchy (or comounted, e.g. `cpu,cpuacct`).
+/// The v1 subsystems (v2 calls them controllers) Rube uses, each its own hierarchy (or
+/// comounted, e.g. `cpu,cpuacct`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Controller {
+pub enum Subsystem {
     Memory,
     Pids,
     Cpu,
@@ -110,23 +111,23 @@ pub enum Controller {
     Freezer,
 }
 
-impl Controller {
-    pub const ALL: [Controller; 5] = [
-        Controller::Memory,
-        Controller::Pids,
-        Controller::Cpu,
-        Controller::Cpuacct,
-        Controller::Freezer,
+impl Subsystem {
+    pub const ALL: [Subsystem; 5] = [
+        Subsystem::Memory,
+        Subsystem::Pids,
+        Subsystem::Cpu,
+        Subsystem::Cpuacct,
+        Subsystem::Freezer,
     ];
 
     /// The kernel's name of the controller.
     pub fn name(self) -> &'static str {
         match self {
-            Controller::Memory => "memory",
-            Controller::Pids => "pids",
-            Controller::Cpu => "cpu",
-            Controller::Cpuacct => "cpuacct",
-            Controller::Freezer => "freezer",
+            Subsystem::Memory => "memory",
+            Subsystem::Pids => "pids",
+            Subsystem::Cpu => "cpu",
+            Subsystem::Cpuacct => "cpuacct",
+            Subsystem::Freezer => "freezer",
         }
     }
 }
@@ -201,7 +202,7 @@ impl Hierarchy {
     }
 
     /// v1 with the node subtree of each controller at the given directory (tests: temp dirs).
-    pub fn v1_at(roots: Vec<(Controller, PathBuf)>) -> Hierarchy {
+    pub fn v1_at(roots: Vec<(Subsystem, PathBuf)>) -> Hierarchy {
         Hierarchy::V1(V1::new(roots))
     }
 
@@ -393,7 +394,7 @@ impl Hierarchy {
 
     /// The directory holding `controller`'s files for `path`: on v1 that controller's hierarchy
     /// (`None` when it is not mounted), on v2 the one directory.
-    pub fn dir(&self, path: &CgroupPath, controller: Controller) -> Option<PathBuf> {
+    pub fn dir(&self, path: &CgroupPath, controller: Subsystem) -> Option<PathBuf> {
         match self {
             Hierarchy::V1(h) => h.root(controller).map(|r| path.under(r)),
             Hierarchy::V2(h) => Some(path.under(h.root())),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::{CgroupPath, Controller, Error, Limits, Result, Stats, fs};
+use crate::{CgroupPath, Error, Limits, Result, Stats, Subsystem, fs};
 
 /// The CFS period Rube uses everywhere (100 ms, the kernel's default).
 pub(crate) const CPU_PERIOD_US: u64 = 100_000;
@@ -24,23 +24,23 @@ pub(crate) fn cpu_quota_us(millis: u64) -> u64 {
 /// The node subtree's directory in each v1 hierarchy.
 #[derive(Debug, Clone)]
 pub struct V1 {
-    roots: Vec<(Controller, PathBuf)>,
+    roots: Vec<(Subsystem, PathBuf)>,
 }
 
 impl V1 {
-    pub(crate) fn new(mut roots: Vec<(Controller, PathBuf)>) -> V1 {
+    pub(crate) fn new(mut roots: Vec<(Subsystem, PathBuf)>) -> V1 {
         roots.sort_by_key(|(c, _)| *c);
         roots.dedup_by_key(|(c, _)| *c);
         V1 { roots }
     }
 
     /// Each controller with the node subtree's directory in its hierarchy, in
-    /// [`Controller::ALL`] order.
-    pub fn roots(&self) -> &[(Controller, PathBuf)] {
+    /// [`Subsystem::ALL`] order.
+    pub fn roots(&self) -> &[(Subsystem, PathBuf)] {
         &self.roots
     }
 
-    pub(crate) fn root(&self, c: Controller) -> Option<&Path> {
+    pub(crate) fn root(&self, c: Subsystem) -> Option<&Path> {
         self.roots
             .iter()
             .find(|(k, _)| *k == c)
@@ -58,7 +58,7 @@ impl V1 {
         out
     }
 
-    fn dir(&self, c: Controller, path: &CgroupPath) -> Option<PathBuf> {
+    fn dir(&self, c: Subsystem, path: &CgroupPath) -> Option<PathBuf> {
         self.root(c).map(|r| path.under(r))
     }
 
@@ -72,13 +72,13 @@ impl V1 {
 
     pub(crate) fn set_limits(&self, path: &CgroupPath, limits: &Limits) -> Result<()> {
         let dir = |c| self.dir(c, path);
-        set_cpu(dir(Controller::Cpu), path, limits.cpu_millis)?;
-        set_memory(dir(Controller::Memory), path, limits.memory_bytes)?;
+        set_cpu(dir(Subsystem::Cpu), path, limits.cpu_millis)?;
+        set_memory(dir(Subsystem::Memory), path, limits.memory_bytes)?;
         let value = limits.pids.map_or("max".to_string(), |n| n.to_string());
         let wanted = limits.pids.is_some();
         write_limit(
-            dir(Controller::Pids),
-            Controller::Pids,
+            dir(Subsystem::Pids),
+            Subsystem::Pids,
             path,
             "pids.max",
             &value,
@@ -96,24 +96,24 @@ impl V1 {
             return Err(fs::io_err(&missing, std::io::ErrorKind::NotFound.into()));
         }
         let mut s = Stats::default();
-        if let Some(d) = self.dir(Controller::Memory, path) {
+        if let Some(d) = self.dir(Subsystem::Memory, path) {
             s.memory_current = fs::read_u64(&d.join("memory.usage_in_bytes"))?;
             s.memory_peak = Some(fs::read_u64(&d.join("memory.max_usage_in_bytes"))?);
             // `oom_kill` appeared in 4.13; older kernels only say `under_oom`.
             let f = d.join("memory.oom_control");
             s.oom_kills = fs::keyed(&f, &fs::read(&f)?, "oom_kill")?.unwrap_or(0);
         }
-        if let Some(d) = self.dir(Controller::Cpuacct, path) {
+        if let Some(d) = self.dir(Subsystem::Cpuacct, path) {
             s.cpu_usage_usec = fs::read_u64(&d.join("cpuacct.usage"))? / 1000;
         }
-        if let Some(d) = self.dir(Controller::Cpu, path) {
+        if let Some(d) = self.dir(Subsystem::Cpu, path) {
             let f = d.join("cpu.stat");
             if let Some(text) = fs::read_optional(&f)? {
                 s.cpu_throttled_periods = fs::keyed(&f, &text, "nr_throttled")?.unwrap_or(0);
                 s.cpu_throttled_usec = fs::keyed(&f, &text, "throttled_time")?.unwrap_or(0) / 1000;
             }
         }
-        if let Some(d) = self.dir(Controller::Pids, path) {
+        if let Some(d) = self.dir(Subsystem::Pids, path) {
             s.pids_current = fs::read_u64(&d.join("pids.current"))?;
         }
         Ok(s)
@@ -124,7 +124,7 @@ impl V1 {
     /// freeze, signal, thaw. Without a freezer hierarchy the signal goes out unfrozen.
     pub(crate) fn kill_frozen(&self, path: &CgroupPath) -> Result<()> {
         let state = self
-            .dir(Controller::Freezer, path)
+            .dir(Subsystem::Freezer, path)
             .map(|d| d.join("freezer.state"))
             .filter(|f| f.exists());
         let pids = |s: &Self| -> Result<Vec<u32>> {
@@ -158,7 +158,7 @@ impl V1 {
 /// An unwanted limit (`None`) on a controller that is not there is fine: it is unlimited.
 fn write_limit(
     dir: Option<PathBuf>,
-    controller: Controller,
+    controller: Subsystem,
     path: &CgroupPath,
     file: &str,
     value: &str,
@@ -190,7 +190,7 @@ fn set_cpu(dir: Option<PathBuf>, path: &CgroupPath, millis: Option<u64>) -> Resu
     }
     write_limit(
         dir,
-        Controller::Cpu,
+        Subsystem::Cpu,
         path,
         "cpu.cfs_quota_us",
         &quota,
@@ -209,7 +209,7 @@ fn set_memory(dir: Option<PathBuf>, path: &CgroupPath, bytes: Option<u64>) -> Re
         let wanted = bytes.is_some();
         return write_limit(
             dir,
-            Controller::Memory,
+            Subsystem::Memory,
             path,
             "memory.limit_in_bytes",
             &value,

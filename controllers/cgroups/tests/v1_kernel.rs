@@ -9,8 +9,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cgroups::{CgroupPath, Controller, Error, Hierarchy, Limits, Version};
-use common::{Subtree, read, root_or_skip};
+use cgroups::{CgroupPath, Error, Hierarchy, Limits, Subsystem, Version};
+use common::{Subtree, read, root_or_skip, skip};
 
 const MIB: u64 = 1 << 20;
 
@@ -20,13 +20,13 @@ fn v1_subtree(test: &str) -> Option<Subtree> {
     }
     let t = Subtree::detect();
     if t.version() != Version::V1 {
-        eprintln!("!!! SKIPPED {test}: this machine's cgroups are v2, not v1");
+        skip(test, "this machine's cgroups are v2, not v1");
         return None;
     }
     Some(t)
 }
 
-fn dir(h: &Hierarchy, p: &CgroupPath, c: Controller) -> PathBuf {
+fn dir(h: &Hierarchy, p: &CgroupPath, c: Subsystem) -> PathBuf {
     h.dir(p, c)
         .unwrap_or_else(|| panic!("no {} hierarchy", c.name()))
 }
@@ -44,7 +44,7 @@ fn detect_roots_memory_at_the_own_cgroup_not_the_hierarchy_root() {
         .lines()
         .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
         .unwrap();
-    let memory = dir(&t.h, &CgroupPath::root(), Controller::Memory);
+    let memory = dir(&t.h, &CgroupPath::root(), Subsystem::Memory);
     let mount = PathBuf::from("/sys/fs/cgroup/memory");
     let expected = mount.join(own_memory.trim_start_matches('/')).join(&t.name);
     assert_eq!(memory, expected);
@@ -80,9 +80,9 @@ fn limits_are_written_read_back_and_reset() {
     for d in h.dirs(&slice) {
         assert!(d.is_dir(), "{} missing", d.display());
     }
-    let mem = dir(h, &slice, Controller::Memory);
-    let cpu = dir(h, &slice, Controller::Cpu);
-    let pids = dir(h, &slice, Controller::Pids);
+    let mem = dir(h, &slice, Subsystem::Memory);
+    let cpu = dir(h, &slice, Subsystem::Cpu);
+    let pids = dir(h, &slice, Subsystem::Pids);
     assert_eq!(
         read(&mem.join("memory.limit_in_bytes")),
         (64 * MIB).to_string()
@@ -91,11 +91,11 @@ fn limits_are_written_read_back_and_reset() {
     assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
     assert_eq!(read(&pids.join("pids.max")), "20");
     assert_eq!(
-        read(&dir(h, &herd, Controller::Cpu).join("cpu.cfs_quota_us")),
+        read(&dir(h, &herd, Subsystem::Cpu).join("cpu.cfs_quota_us")),
         "200000"
     );
     assert_eq!(
-        read(&dir(h, &herd, Controller::Memory).join("memory.limit_in_bytes")),
+        read(&dir(h, &herd, Subsystem::Memory).join("memory.limit_in_bytes")),
         (256 * MIB).to_string()
     );
     let memsw = mem.join("memory.memsw.limit_in_bytes");
@@ -186,7 +186,7 @@ fn v1_refuses_a_slice_quota_above_its_herds_with_path_and_value() {
     };
     assert_eq!(
         path,
-        &dir(&t.h, &slice, Controller::Cpu).join("cpu.cfs_quota_us")
+        &dir(&t.h, &slice, Subsystem::Cpu).join("cpu.cfs_quota_us")
     );
     assert_eq!(value, "400000");
     assert_eq!(
@@ -234,10 +234,10 @@ fn a_process_joins_every_hierarchy_is_throttled_and_survives_sigterm_until_sigki
     assert_eq!(t.h.procs(&CgroupPath::new("herd").unwrap()).unwrap(), procs);
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     for c in [
-        Controller::Memory,
-        Controller::Pids,
-        Controller::Cpu,
-        Controller::Freezer,
+        Subsystem::Memory,
+        Subsystem::Pids,
+        Subsystem::Cpu,
+        Subsystem::Freezer,
     ] {
         let needle = format!("/{}/herd/slice", t.name);
         let line = membership.lines().find(|l| {
@@ -356,7 +356,7 @@ fn pids_max_stops_a_fork_loop() {
         "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1000 & done; exec sleep 1000",
     );
     let events =
-        t.h.dir(&slice, Controller::Pids)
+        t.h.dir(&slice, Subsystem::Pids)
             .unwrap()
             .join("pids.events");
     let deadline = Instant::now() + Duration::from_secs(10);

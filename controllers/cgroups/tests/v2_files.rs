@@ -12,7 +12,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cgroups::{CgroupPath, Controller, Error, Hierarchy, Limits, Stats, Version};
+use cgroups::{CgroupPath, Error, Hierarchy, Limits, Stats, Subsystem, Version};
 
 struct FakeFs {
     _tmp: tempfile::TempDir,
@@ -162,7 +162,7 @@ fn create_enables_controllers_down_to_the_slices_parent_and_writes_limits() {
         vec![fs.own.join("rube/herd/slice")]
     );
     assert_eq!(
-        h.dir(&p("herd/slice"), Controller::Memory),
+        h.dir(&p("herd/slice"), Subsystem::Memory),
         Some(fs.own.join("rube/herd/slice"))
     );
     assert_eq!(h.children(&CgroupPath::root()).unwrap(), vec!["herd"]);
@@ -403,6 +403,6 @@ fn enter_leaf_makes_the_leaf_and_moves_the_own_processes() {
     assert_eq!(fs.read("rubelet/cgroup.procs"), "");
     // v1 has no "no internal processes" rule.
     let tmp = tempfile::tempdir().unwrap();
-    let v1 = Hierarchy::v1_at(vec![(Controller::Memory, tmp.path().join("rube"))]);
+    let v1 = Hierarchy::v1_at(vec![(Subsystem::Memory, tmp.path().join("rube"))]);
     assert_eq!(v1.enter_leaf("rubelet").unwrap(), None);
 }

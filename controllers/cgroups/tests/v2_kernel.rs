@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cgroups::{CgroupPath, Error, Hierarchy, Limits};
-use common::{Subtree, read, root_or_skip, unique_name};
+use common::{Subtree, read, root_or_skip, skip, unique_name};
 
 /// The process's own cgroup in the unified tree, from /proc/self/mountinfo and
 /// /proc/self/cgroup (found here independently of the crate's detection, which prefers v1 on
@@ -34,7 +34,7 @@ fn unified_subtree(test: &str) -> Option<Subtree> {
         return None;
     }
     let Some(own) = own_unified() else {
-        eprintln!("!!! SKIPPED {test}: no cgroup2 mount in /proc/self/mountinfo");
+        skip(test, "no cgroup2 mount in /proc/self/mountinfo");
         return None;
     };
     let name = unique_name();
@@ -45,11 +45,14 @@ fn unified_subtree(test: &str) -> Option<Subtree> {
     match t.h.create(&CgroupPath::root(), &Limits::default()) {
         Ok(()) => Some(t),
         Err(Error::InternalProcesses { path, pids }) => {
-            eprintln!(
-                "!!! SKIPPED {test}: {} holds processes {pids:?} and offers controllers, so the \
+            skip(
+                test,
+                &format!(
+                    "{} holds processes {pids:?} and offers controllers, so the \
                  \"no internal processes\" rule forbids enabling them; run the tests from a leaf \
                  cgroup (what the rubelet does with Hierarchy::enter_leaf)",
-                path.display()
+                    path.display()
+                ),
             );
             None
         }
@@ -70,10 +73,13 @@ fn has_controllers(t: &Subtree, test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "!!! SKIPPED {test}: the own cgroup2 {} offers {available:?}, not {missing:?} (a hybrid \
+    skip(
+        test,
+        &format!(
+            "the own cgroup2 {} offers {available:?}, not {missing:?} (a hybrid \
          machine keeps them in v1)",
-        own.display()
+            own.display()
+        ),
     );
     false
 }

@@ -566,7 +566,7 @@ impl Controller for PipelineController {
             .iter()
             .filter_map(|s| {
                 let name = s.metadata.as_ref()?.labels.get(LABEL_PIPELINE)?;
-                Some(Key::new(&Pipeline::full_name(), s.namespace(), name))
+                Some(Key::typed::<Pipeline>(s.namespace(), name))
             })
             .collect();
         keys.sort();

@@ -488,9 +488,9 @@ fn failure_message(exit_code: Option<i32>) -> String {
     }
 }
 
-/// How a step's slice of the current STREAMING attempt ended up.
+/// Where a step's slice of the current STREAMING attempt is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+enum MemberState {
     Running,
     Succeeded,
     Failed,
@@ -533,25 +533,25 @@ fn assess_streaming(
             current[i] = Some(slice);
         }
     }
-    let outcomes: Vec<Outcome> = pipeline
+    let outcomes: Vec<MemberState> = pipeline
         .steps
         .iter()
         .enumerate()
         .map(|(i, step)| match current[i] {
-            Some(s) if s.phase.is_active() && !node_ready(&s.node) => Outcome::Lost,
+            Some(s) if s.phase.is_active() && !node_ready(&s.node) => MemberState::Lost,
             Some(s) => match s.phase {
-                SlicePhase::Succeeded => Outcome::Succeeded,
-                SlicePhase::Failed => Outcome::Failed,
-                SlicePhase::Pending | SlicePhase::Running => Outcome::Running,
+                SlicePhase::Succeeded => MemberState::Succeeded,
+                SlicePhase::Failed => MemberState::Failed,
+                SlicePhase::Pending | SlicePhase::Running => MemberState::Running,
             },
             // The slice of a success was removed: the success stands, for this attempt.
             None if recorded
                 .get(step.name.as_str())
                 .is_some_and(|r| r.attempts == attempt && r.state == State::Success as i32) =>
             {
-                Outcome::Succeeded
+                MemberState::Succeeded
             }
-            None => Outcome::Lost,
+            None => MemberState::Lost,
         })
         .collect();
     for (i, step) in pipeline.steps.iter().enumerate() {
@@ -584,7 +584,7 @@ fn assess_streaming(
     let broken = attempt > 0
         && outcomes
             .iter()
-            .any(|o| matches!(o, Outcome::Failed | Outcome::Lost));
+            .any(|o| matches!(o, MemberState::Failed | MemberState::Lost));
     for slice in &live {
         let healthy = !broken
             && index
@@ -597,7 +597,7 @@ fn assess_streaming(
 
     if attempt > 0 && !broken {
         for (status, outcome) in out.steps.iter_mut().zip(&outcomes) {
-            status.state = if *outcome == Outcome::Succeeded {
+            status.state = if *outcome == MemberState::Succeeded {
                 State::Success
             } else {
                 State::Running
@@ -606,7 +606,7 @@ fn assess_streaming(
         return out;
     }
     let charges = charges(pipeline, &live, index);
-    let failed_now = outcomes.contains(&Outcome::Failed);
+    let failed_now = outcomes.contains(&MemberState::Failed);
     let over: Vec<usize> = (0..n)
         .filter(|&i| {
             let step = &pipeline.steps[i];
@@ -634,17 +634,17 @@ fn assess_streaming(
     let culprit = &pipeline.steps[over[0]].name;
     let culprits = culprits_of(pipeline, &live, index, attempt);
     for (i, status) in out.steps.iter_mut().enumerate() {
-        if over.contains(&i) || outcomes[i] == Outcome::Failed {
+        if over.contains(&i) || outcomes[i] == MemberState::Failed {
             status.state = State::Failed as i32;
             if status.message.is_empty() {
                 status.message = match status.exit_code {
-                    None if outcomes[i] != Outcome::Failed => {
+                    None if outcomes[i] != MemberState::Failed => {
                         format!("failed {} times", charges[i])
                     }
                     code => failure_message(code),
                 };
             }
-            if outcomes[i] == Outcome::Failed && !culprits.contains(&i) {
+            if outcomes[i] == MemberState::Failed && !culprits.contains(&i) {
                 let below = downstream(pipeline, index, i)
                     .find(|j| culprits.contains(j))
                     .map_or(culprit, |j| &pipeline.steps[j].name);

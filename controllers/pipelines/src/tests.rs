@@ -57,16 +57,9 @@ fn world(spec: Pipeline, nodes: Vec<NodeView>) -> Observed {
     }
 }
 
-/// Reconciles and applies until nothing is left to do; panics after 5 rounds.
+/// Reconciles and simulates until nothing is left to do; panics after 5 rounds.
 fn settle(world: &mut Observed) {
-    for _ in 0..5 {
-        let effects = reconcile(world);
-        if effects.is_empty() {
-            return;
-        }
-        *world = simulate(world, &effects);
-    }
-    panic!("no fixpoint after 5 rounds: {:?}", reconcile(world));
+    rubeapi::testing::fixpoint(world, 5, reconcile, simulate);
 }
 
 fn status(world: &Observed) -> PipelineStatus {

@@ -15,6 +15,7 @@
 //!
 //! `cargo bench -p controllers --bench reconcile [-- N]` (N defaults to 10,000)
 
+use prost::Name;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,12 +27,10 @@ use apiserver::testing::TestServer;
 use controllers::{Controller, Key, Metrics, Options};
 use nix::sys::resource::{UsageWho, getrusage};
 use rubeapi::Client;
-use rubeapi::object;
 use rubeapi::rube::{Object, Selector};
 use rubeapi::runink::Slice;
 use tokio::sync::oneshot;
 
-const SLICE: &str = "runink.Slice";
 const CONTROLLER: &str = "noop";
 /// Writers of a burst, each on its own connection with one put in flight.
 const WRITERS: usize = 16;
@@ -107,18 +106,14 @@ impl Controller for Noop {
 
 fn selector(namespace: &str) -> Selector {
     Selector {
-        r#type: SLICE.into(),
+        r#type: Slice::full_name(),
         namespace: namespace.into(),
         ..Default::default()
     }
 }
 
 fn slice(namespace: &str, i: usize) -> Object {
-    let spec = Slice {
-        command: "/bin/true".into(),
-        ..Default::default()
-    };
-    object::new(namespace, &format!("s{i:05}"), &spec)
+    rubeapi::testing::slice(namespace, &format!("s{i:05}")).build()
 }
 
 /// CPU time this process has used (server, clients and controller alike).

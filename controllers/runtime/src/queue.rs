@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> Key {
-        Key::new("runink.Slice", "ns", name)
+        Key::typed::<rubeapi::runink::Slice>("ns", name)
     }
 
     fn queue() -> WorkQueue {

@@ -136,7 +136,7 @@ mod tests {
 
     fn changed(before: Option<Arc<Object>>, after: Option<Arc<Object>>) -> Changed {
         Changed {
-            key: Key::new("runink.Slice", "ns", "s"),
+            key: Key::typed::<rubeapi::runink::Slice>("ns", "s"),
             trigger: Trigger::SpecChanged,
             before,
             after,

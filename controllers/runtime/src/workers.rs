@@ -92,7 +92,7 @@ mod tests {
     use crate::{Backoff, Trigger};
 
     fn key(name: &str) -> Key {
-        Key::new("runink.Slice", "ns", name)
+        Key::typed::<rubeapi::runink::Slice>("ns", name)
     }
 
     fn queue() -> WorkQueue {

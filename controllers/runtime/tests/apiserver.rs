@@ -7,6 +7,7 @@
 
 mod slice_files;
 
+use prost::Name;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,11 +20,11 @@ use apiserver::testing::TestServer;
 use controllers::metrics::Snapshot;
 use controllers::{Backoff, Key, MemoryMirror, Metrics, Options};
 use rubeapi::Client;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::{Object, Selector};
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{Slice, SliceStatus};
-use slice_files::{Effect, Journal, SLICE, SliceFiles};
+use slice_files::{Effect, Journal, SliceFiles};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -33,22 +34,14 @@ const NODE: &str = "n1";
 const CONTROLLER: &str = "slice-files";
 
 fn slice(name: &str, node: &str, command: &str) -> Object {
-    let mut object = object::new(
-        "ns",
-        name,
-        &Slice {
-            command: command.to_owned(),
-            ..Default::default()
-        },
-    );
-    if let Some(metadata) = object.metadata.as_mut() {
-        metadata.labels.insert("node".into(), node.into());
-    }
-    object
+    rubeapi::testing::slice("ns", name)
+        .command(command)
+        .node(node)
+        .build()
 }
 
 fn key(name: &str) -> Key {
-    Key::new(SLICE, "ns", name)
+    Key::typed::<Slice>("ns", name)
 }
 
 fn test_options(metrics: &Metrics) -> Options {
@@ -82,7 +75,7 @@ where
 }
 
 async fn status(client: &Client, name: &str) -> Option<SliceStatus> {
-    let object = client.get(SLICE, "ns", name).await.ok()?;
+    let object = client.get(&Slice::full_name(), "ns", name).await.ok()?;
     object.status_as::<SliceStatus>().unwrap()
 }
 
@@ -109,7 +102,7 @@ async fn reconciled(client: &Client, root: &Path, name: &str, command: &str, gen
 /// left to do.
 async fn settled(client: &Client, metrics: &Metrics) -> Snapshot {
     let selector = Selector {
-        r#type: SLICE.into(),
+        r#type: Slice::full_name(),
         labels: format!("node={NODE}"),
         ..Default::default()
     };
@@ -276,7 +269,10 @@ async fn puts_are_reconciled_updates_followed_and_deletes_cleaned_up() {
     client.put(slice("a", NODE, "/bin/a2"), None).await.unwrap();
     reconciled(&client, root.path(), "a", "/bin/a2", 2).await;
 
-    client.delete(SLICE, "ns", "b", None).await.unwrap();
+    client
+        .delete(&Slice::full_name(), "ns", "b", None)
+        .await
+        .unwrap();
     eventually("b's file to go", || async {
         file(root.path(), "b").is_none()
     })
@@ -313,7 +309,10 @@ async fn compaction_while_disconnected_forces_a_relist_that_sees_every_change() 
     assert_eq!(before.lists, 1);
 
     proxy.disconnect();
-    client.delete(SLICE, "ns", "a", None).await.unwrap();
+    client
+        .delete(&Slice::full_name(), "ns", "a", None)
+        .await
+        .unwrap();
     client.put(slice("b", NODE, "/bin/b2"), None).await.unwrap();
     client.put(slice("c", NODE, "/bin/c"), None).await.unwrap();
     let now = client.put(slice("d", "n2", "/bin/d"), None).await.unwrap();
@@ -421,7 +420,10 @@ async fn what_was_deleted_while_the_controller_was_down_is_cleaned_up_at_start()
     settled(&client, &metrics).await;
     running.stop().await;
 
-    client.delete(SLICE, "ns", "a", None).await.unwrap();
+    client
+        .delete(&Slice::full_name(), "ns", "a", None)
+        .await
+        .unwrap();
     client.put(slice("b", NODE, "/bin/b2"), None).await.unwrap();
 
     // A fresh controller has never seen a; only its inventory of files knows about it.

@@ -6,28 +6,22 @@ mod slice_files;
 
 use controllers::Key;
 use proptest::prelude::*;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::Object;
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{Slice, SliceStatus};
-use slice_files::{Effect, Observed, apply, command_line, reconcile};
+use slice_files::{Effect, Observed, command_line, reconcile, simulate};
 
 const NODE: &str = "n1";
 
 fn slice_object(command: String, args: Vec<String>, generation: u64) -> Object {
-    let mut object = object::new(
-        "ns",
-        "s",
-        &Slice {
-            command,
-            args,
-            ..Default::default()
-        },
-    );
-    if let Some(metadata) = object.metadata.as_mut() {
-        metadata.generation = generation;
-    }
-    object
+    rubeapi::testing::slice("ns", "s")
+        .spec(|s| {
+            s.command = command;
+            s.args = args;
+        })
+        .generation(generation)
+        .build()
 }
 
 fn desired() -> impl Strategy<Value = Option<Object>> {
@@ -100,23 +94,23 @@ proptest! {
     #[test]
     fn applying_the_effects_reaches_a_fixpoint((desired, observed) in case()) {
         let effects = reconcile(NODE, desired.as_ref(), &observed);
-        let after = apply(&observed, &effects);
+        let after = simulate(&observed, &effects);
         let again = reconcile(NODE, desired.as_ref(), &after);
         prop_assert!(again.is_empty(), "effects {effects:?} left {again:?} to do");
     }
 
     #[test]
     fn a_world_at_the_fixpoint_asks_for_nothing((desired, observed) in case()) {
-        let at_fixpoint = apply(&observed, &reconcile(NODE, desired.as_ref(), &observed));
+        let at_fixpoint = simulate(&observed, &reconcile(NODE, desired.as_ref(), &observed));
         // Reconciling what is already right must not even rewrite it.
         prop_assert_eq!(reconcile(NODE, desired.as_ref(), &at_fixpoint), vec![]);
-        prop_assert_eq!(&apply(&at_fixpoint, &[]), &at_fixpoint);
+        prop_assert_eq!(&simulate(&at_fixpoint, &[]), &at_fixpoint);
     }
 
     /// Reaching some fixpoint is not enough: it must be the world the spec asks for.
     #[test]
     fn the_fixpoint_is_the_world_the_spec_asks_for((desired, observed) in case()) {
-        let after = apply(&observed, &reconcile(NODE, desired.as_ref(), &observed));
+        let after = simulate(&observed, &reconcile(NODE, desired.as_ref(), &observed));
         let Some(object) = desired else {
             prop_assert_eq!(after.file, None);
             return Ok(());
@@ -139,7 +133,7 @@ proptest! {
 
     #[test]
     fn a_deleted_slice_leaves_no_file((_, observed) in case()) {
-        let after = apply(&observed, &reconcile(NODE, None, &observed));
+        let after = simulate(&observed, &reconcile(NODE, None, &observed));
         prop_assert_eq!(after.file, None);
     }
 }
@@ -173,7 +167,7 @@ proptest! {
         ),
     ) {
         let root = tempfile::tempdir().unwrap();
-        let key = Key::new(slice_files::SLICE, "ns", "s");
+        let key = Key::typed::<Slice>("ns", "s");
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let seen = runtime.block_on(async {
             if let Some(content) = &start {
@@ -189,6 +183,6 @@ proptest! {
         });
         let before = Observed { file: seen.0, status: None };
         prop_assert_eq!(&before.file, &start);
-        prop_assert_eq!(apply(&before, &effects).file, seen.1);
+        prop_assert_eq!(simulate(&before, &effects).file, seen.1);
     }
 }

@@ -31,8 +31,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("slice-start: SKIPPED, needs root (namespaces, cgroups)");
+    if !rubeapi::testing::root_or_skip("slice-start") {
         return;
     }
     let n: usize = std::env::args()

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cgroups::{CgroupPath, Controller, Hierarchy};
+use cgroups::{CgroupPath, Hierarchy, Subsystem};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -52,7 +52,7 @@ impl HierarchySpec {
         let root = CgroupPath::root();
         match hierarchy {
             Hierarchy::V1(_) => HierarchySpec::V1(
-                Controller::ALL
+                Subsystem::ALL
                     .iter()
                     .filter_map(|c| Some((c.name().to_owned(), hierarchy.dir(&root, *c)?)))
                     .collect(),
@@ -67,7 +67,7 @@ impl HierarchySpec {
                 roots
                     .iter()
                     .filter_map(|(name, dir)| {
-                        let c = Controller::ALL.into_iter().find(|c| c.name() == name)?;
+                        let c = Subsystem::ALL.into_iter().find(|c| c.name() == name)?;
                         Some((c, dir.clone()))
                     })
                     .collect(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use apiserver::testing::TestServer;
 use prost::Name;
 use rubeapi::Client;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::Object;
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{Slice, SliceStatus};
@@ -16,18 +16,10 @@ use slices::controller::slice_dir;
 use slices::{Config, SliceController};
 
 fn slice(name: &str, node: &str, script: &str) -> Object {
-    let spec = Slice {
-        command: "sh".into(),
-        args: vec!["-c".into(), script.into()],
-        ..Default::default()
-    };
-    let mut o = object::new("herd", name, &spec);
-    o.metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .insert("node".into(), node.into());
-    o
+    rubeapi::testing::slice("herd", name)
+        .script(script)
+        .node(node)
+        .build()
 }
 
 async fn status(client: &Client, name: &str) -> Option<SliceStatus> {

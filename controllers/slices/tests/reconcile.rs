@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use controllers::Backoff;
 use proptest::prelude::*;
-use rubeapi::object::{self, ObjectExt};
+use rubeapi::object::ObjectExt;
 use rubeapi::rube::Object;
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{RestartPolicy, Slice, SliceStatus};
+use rubeapi::testing;
 use slices::ShimState;
 use slices::controller::{Effect, Observed, Params, Run, reconcile, simulate};
 use slices::spec::{HierarchySpec, RunningRecord};
@@ -28,14 +29,11 @@ fn params() -> Params {
 }
 
 fn slice(command: &str, policy: RestartPolicy, generation: u64) -> Object {
-    let spec = Slice {
-        command: command.into(),
-        restart_policy: policy as i32,
-        ..Default::default()
-    };
-    let mut o = object::new("herd", "s", &spec);
-    o.metadata.as_mut().unwrap().generation = generation;
-    o
+    testing::slice("herd", "s")
+        .command(command)
+        .restart(policy)
+        .generation(generation)
+        .build()
 }
 
 fn exited(code: i32, finished_ms: u64) -> ShimState {
@@ -59,21 +57,22 @@ fn running() -> ShimState {
     })
 }
 
-/// Reconciles and applies until nothing is left to do; panics after `max` rounds.
+/// Reconciles and simulates until nothing is left to do; panics after `max` rounds. Status is
+/// always the last effect of a round.
 fn converge(desired: Option<&Object>, start: &Observed, max: usize) -> Observed {
     let mut world = start.clone();
-    for _ in 0..max {
-        let effects = reconcile(&params(), desired, &world);
-        if effects.is_empty() {
-            return world;
-        }
-        // Status is always the last effect.
+    let rounds = testing::fixpoint(
+        &mut world,
+        max,
+        |w| reconcile(&params(), desired, w),
+        simulate,
+    );
+    for effects in rounds {
         if let Some(i) = effects.iter().position(|e| matches!(e, Effect::Status(_))) {
             assert_eq!(i, effects.len() - 1, "{effects:?}");
         }
-        world = simulate(&world, &effects);
     }
-    panic!("no fixpoint within {max} rounds from {start:?} to {desired:?}");
+    world
 }
 
 fn policy() -> impl Strategy<Value = RestartPolicy> {

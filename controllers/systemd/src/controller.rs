@@ -16,16 +16,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use controllers::{Controller, Key};
-use prost::Message;
+use prost::{Message, Name};
 use rubeapi::Client;
-use rubeapi::api::systemd::UnitStatus;
+use rubeapi::api::systemd::{Unit, UnitStatus};
 use rubeapi::object;
 use rubeapi::rube::{Object, Selector};
 use rubeapi::validate::unit::{SUFFIX, unit_name};
 
 use crate::Error;
 use crate::reconcile::{self, Context, Effect, Observed, UnitFile};
-use crate::render::{KIND, parse_marker};
+use crate::render::parse_marker;
 use crate::systemd::{Manager, Systemd};
 
 /// The system manager's unit directory, where a node's units go by default.
@@ -176,7 +176,7 @@ impl<S: Systemd> Controller for UnitController<S> {
 
     fn selector(&self) -> Selector {
         Selector {
-            r#type: KIND.into(),
+            r#type: Unit::full_name(),
             labels: format!("node={}", self.node),
             ..Default::default()
         }
@@ -254,7 +254,13 @@ impl<S: Systemd> Controller for UnitController<S> {
                 }
                 Effect::WriteStatus(status) => {
                     self.client
-                        .update_status(KIND, &key.namespace, &key.name, object::pack(&status), None)
+                        .update_status(
+                            &Unit::full_name(),
+                            &key.namespace,
+                            &key.name,
+                            object::pack(&status),
+                            None,
+                        )
                         .await?;
                     write_atomically(&self.record(key, "status"), &status.encode_to_vec(), 0o600)
                         .await?;
@@ -316,7 +322,7 @@ impl<S: Systemd> Controller for UnitController<S> {
                         .strip_suffix(".started")
                         .or_else(|| file.strip_suffix(".status"));
                     if let Some(name) = name.filter(|n| !n.starts_with('.')) {
-                        keys.insert(Key::new(KIND, &namespace, name));
+                        keys.insert(Key::new(&Unit::full_name(), &namespace, name));
                     }
                 }
             }

@@ -31,5 +31,5 @@ pub mod user_manager;
 pub use controller::UnitController;
 pub use error::Error;
 pub use reconcile::{Effect, Observed, UnitFile};
-pub use render::{KIND, render};
+pub use render::render;
 pub use systemd::{Manager, RecordingSystemd, Scope, Systemctl, Systemd, UnitState};

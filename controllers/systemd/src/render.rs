@@ -21,12 +21,12 @@
 
 use std::fmt::Write;
 
+use prost::Name;
 use rubeapi::api::systemd::{KillMode, OomPolicy, Restart, ServiceType, Unit};
 use rubeapi::object::Key;
 
-/// The type name of the objects this crate renders.
-pub const KIND: &str = "api.systemd.Unit";
-
+/// Names the kind in every file written, so it stays what it is on disk even if the type is
+/// renamed; a test holds it to `Unit::full_name()`.
 const MARKER_PREFIX: &str = "# Managed by Rube (api.systemd.Unit ";
 const MARKER_SUFFIX: &str = "); edits are overwritten.";
 
@@ -46,7 +46,7 @@ pub fn parse_marker(content: &str) -> Option<Key> {
     if namespace.is_empty() || name.is_empty() || name.contains('/') {
         return None;
     }
-    Some(Key::new(KIND, namespace, name))
+    Some(Key::new(&Unit::full_name(), namespace, name))
 }
 
 /// The unit file of object `namespace/name`. `default_target` is what the unit is wanted by
@@ -426,7 +426,11 @@ mod tests {
         let text = render("system", "indexer", &unit, "multi-user.target");
         assert_eq!(
             parse_marker(&text),
-            Some(Key::new(KIND, "system", "indexer"))
+            Some(Key::new(&Unit::full_name(), "system", "indexer"))
+        );
+        assert_eq!(
+            MARKER_PREFIX,
+            format!("# Managed by Rube ({} ", Unit::full_name())
         );
         assert_eq!(parse_marker("[Unit]\nDescription=x\n"), None);
         assert_eq!(parse_marker(""), None);

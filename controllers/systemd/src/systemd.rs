@@ -657,7 +657,10 @@ mod tests {
                 assert_eq!(command, "systemctl --user show -p Version,SystemState");
             }
             Err(Error::Spawn { .. }) => {
-                eprintln!("SKIPPED: systemctl is not installed (Debian package systemd)");
+                rubeapi::testing::skip(
+                    "a_manager_that_is_not_there_is_unreachable",
+                    "systemctl is not installed (Debian package systemd)",
+                );
             }
             other => panic!("expected unreachable, got {other:?}"),
         }

@@ -3,14 +3,15 @@
 
 mod common;
 
+use prost::Name;
 use std::os::unix::fs::PermissionsExt;
 
 use apiserver::testing::TestServer;
 use controllers::Controller;
-use rubeapi::api::systemd::UnitStatus;
+use rubeapi::api::systemd::{Unit, UnitStatus};
 use rubeapi::object::ObjectExt;
 use systemd_units::systemd::Call;
-use systemd_units::{KIND, RecordingSystemd, UnitController};
+use systemd_units::{RecordingSystemd, UnitController};
 
 use common::{converge, key, labelled, put, shape, simple};
 
@@ -49,7 +50,7 @@ fn web(n: u32) -> rubeapi::api::systemd::Unit {
 
 async fn status(client: &rubeapi::Client, name: &str) -> UnitStatus {
     client
-        .get(KIND, "system", name)
+        .get(&Unit::full_name(), "system", name)
         .await
         .unwrap()
         .status_as()
@@ -247,7 +248,7 @@ async fn files_the_controller_did_not_write_are_never_touched() {
     let rounds = converge(&n.controller, &key("apps", "web"), Some(&other)).await;
     assert_eq!(shape(&rounds), [vec!["status"]]);
     let message = client
-        .get(KIND, "apps", "web")
+        .get(&Unit::full_name(), "apps", "web")
         .await
         .unwrap()
         .status_as::<UnitStatus>()

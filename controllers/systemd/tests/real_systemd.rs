@@ -6,17 +6,18 @@
 mod common;
 
 use apiserver::testing::TestServer;
+use prost::Name;
 use rubeapi::api::systemd::{Unit, UnitStatus};
 use rubeapi::object::ObjectExt;
 use systemd_units::user_manager::UserManager;
-use systemd_units::{KIND, Systemd, UnitController};
+use systemd_units::{Systemd, UnitController};
 
 use common::{converge, key, labelled, put, shape, simple};
 
 async fn user_manager() -> Option<UserManager> {
     if let Some(why) = UserManager::unavailable() {
         assert!(std::env::var_os("RUBE_REQUIRE_SYSTEMD").is_none(), "{why}");
-        eprintln!("\n*** SKIPPED: no real systemd here: {why} ***\n");
+        rubeapi::testing::skip("real_systemd", &format!("no real systemd here: {why}"));
         return None;
     }
     Some(UserManager::start().await.expect("a private user manager"))
@@ -24,7 +25,7 @@ async fn user_manager() -> Option<UserManager> {
 
 async fn status(client: &rubeapi::Client, name: &str) -> UnitStatus {
     client
-        .get(KIND, "system", name)
+        .get(&Unit::full_name(), "system", name)
         .await
         .unwrap()
         .status_as()

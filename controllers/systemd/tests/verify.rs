@@ -20,7 +20,7 @@ fn have_systemd_analyze() -> bool {
     }
     let why = "systemd-analyze is not installed (Debian package systemd)";
     assert!(std::env::var_os("RUBE_REQUIRE_SYSTEMD").is_none(), "{why}");
-    eprintln!("\n*** SKIPPED: {why}; nothing was verified ***\n");
+    rubeapi::testing::skip("verify", &format!("{why}; nothing was verified"));
     false
 }
 

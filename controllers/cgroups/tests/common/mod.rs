@@ -9,17 +9,7 @@ use std::time::Duration;
 
 use cgroups::{CgroupPath, Hierarchy, Version};
 
-/// Whether the test can run for real; says loudly why not.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "!!! SKIPPED {test}: creating cgroups needs root and this test runs as uid {}",
-        nix::unistd::geteuid()
-    );
-    false
-}
+pub use rubeapi::testing::{root_or_skip, skip};
 
 /// A node subtree `rube-test-<random>` under the process's own cgroups, and the children
 /// started in it. Dropping it kills the children and removes the subtree in every hierarchy,

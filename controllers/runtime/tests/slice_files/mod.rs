@@ -2,12 +2,13 @@
 //! labelled `node=<node>`, keep a file `<root>/<namespace>/<name>.cmd` holding its command line,
 //! and say so in the slice's status. Files of slices that are gone are removed.
 //!
-//! `reconcile` and `apply` (the executor's pure model) are free functions, so the fixpoint
+//! `reconcile` and `simulate` (the executor's pure model) are free functions, so the fixpoint
 //! property test needs neither files nor an apiserver.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use prost::Name;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,6 @@ use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
 use rubeapi::runink::slice_status::Phase;
 use rubeapi::runink::{Slice, SliceStatus};
-
-pub const SLICE: &str = "runink.Slice";
 
 /// What the world holds for one slice.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -99,7 +98,7 @@ pub fn reconcile(node: &str, desired: Option<&Object>, observed: &Observed) -> V
 }
 
 /// The executor as a pure function: what the world looks like after `effects`.
-pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
+pub fn simulate(observed: &Observed, effects: &[Effect]) -> Observed {
     let mut world = observed.clone();
     for effect in effects {
         match effect {
@@ -221,7 +220,7 @@ impl Controller for SliceFiles {
 
     fn selector(&self) -> Selector {
         Selector {
-            r#type: SLICE.to_owned(),
+            r#type: Slice::full_name(),
             labels: format!("node={}", self.node),
             ..Default::default()
         }
@@ -254,7 +253,13 @@ impl Controller for SliceFiles {
             match &effect {
                 Effect::WriteStatus(status) => {
                     self.client
-                        .update_status(SLICE, &key.namespace, &key.name, object::pack(status), None)
+                        .update_status(
+                            &Slice::full_name(),
+                            &key.namespace,
+                            &key.name,
+                            object::pack(status),
+                            None,
+                        )
                         .await?;
                     let path = status_path(&self.root, key);
                     if let Some(dir) = path.parent() {
@@ -297,7 +302,7 @@ impl Controller for SliceFiles {
                     continue;
                 };
                 let namespace = namespace.file_name();
-                keys.push(Key::new(SLICE, &namespace.to_string_lossy(), name));
+                keys.push(Key::typed::<Slice>(&namespace.to_string_lossy(), name));
             }
         }
         Ok(keys)

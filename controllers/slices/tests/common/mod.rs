@@ -35,8 +35,7 @@ impl Drop for Node {
 
 /// A fresh node subtree, or `None` (said loudly) when this is not root or cgroups are missing.
 pub fn node(test: &str) -> Option<Node> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED {test}: needs root (namespaces, cgroups)");
+    if !rubeapi::testing::root_or_skip(test) {
         return None;
     }
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -51,7 +50,7 @@ pub fn node(test: &str) -> Option<Node> {
             dir: tempfile::tempdir().unwrap(),
         }),
         Err(e) => {
-            eprintln!("SKIPPED {test}: no cgroups: {e}");
+            rubeapi::testing::skip(test, &format!("no cgroups: {e}"));
             None
         }
     }

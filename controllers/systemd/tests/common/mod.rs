@@ -4,10 +4,11 @@
 #![allow(dead_code)]
 
 use controllers::{Controller, Key};
+use prost::Name;
 use rubeapi::api::systemd::{Exec, Install, Service, ServiceType, Unit};
 use rubeapi::object;
 use rubeapi::rube::Object;
-use systemd_units::{Effect, KIND, Systemd, UnitController};
+use systemd_units::{Effect, Systemd, UnitController};
 
 pub fn simple(command: &str, enabled: bool, wanted_by: &str) -> Unit {
     Unit {
@@ -40,7 +41,7 @@ pub fn labelled(namespace: &str, name: &str, node: &str, unit: &Unit) -> Object 
 }
 
 pub fn key(namespace: &str, name: &str) -> Key {
-    Key::new(KIND, namespace, name)
+    Key::new(&Unit::full_name(), namespace, name)
 }
 
 /// Puts `unit` and returns the stored object (with its generation), as the cache would hold it.
@@ -50,7 +51,10 @@ pub async fn put(client: &rubeapi::Client, object: Object) -> Object {
         (m.namespace.clone(), m.name.clone())
     };
     client.put(object, None).await.unwrap();
-    client.get(KIND, &namespace, &name).await.unwrap()
+    client
+        .get(&Unit::full_name(), &namespace, &name)
+        .await
+        .unwrap()
 }
 
 /// Runs observe → reconcile → execute until reconcile returns nothing; the effects of each
