@@ -226,6 +226,7 @@ impl Heart {
 
     async fn renew(&mut self, client: &Client, config: &NodeConfig) -> Result<(), rubeapi::Error> {
         let name = object::node_lease(&config.name);
+        let mut conflict = None;
         for _ in 0..2 {
             let (existing, precondition) = match &self.lease {
                 Some(lease) => (lease.spec_as::<Lease>().ok(), at_revision(lease.revision())),
@@ -250,13 +251,15 @@ impl Heart {
                     return Ok(());
                 }
                 // Someone else wrote it (an operator, an older rubelet): read and renew again.
-                Err(error) if error.is_conflict() => self.lease = None,
+                Err(error) if error.is_conflict() => {
+                    self.lease = None;
+                    conflict = Some(error);
+                }
                 Err(error) => return Err(error),
             }
         }
-        Err(rubeapi::Error::Conflict(tonic::Status::aborted(format!(
-            "lease {name} keeps changing under this rubelet"
-        ))))
+        // It changed under this rubelet twice in a row: the next beat tries again.
+        conflict.map_or(Ok(()), Err)
     }
 }
 

@@ -2,13 +2,15 @@
 //! bound to this node (label `node=<name>`), keep the file with its content and mode under a
 //! root directory, and report it in the object's status. Files of deleted objects are removed.
 //!
-//! `reconcile` and `apply` are pure functions; `FileController` adds the I/O.
+//! `reconcile` and `simulate` (a model of the executor) are pure functions; `FileController`
+//! adds the I/O.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use controllers::{Controller, Error, Key};
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 use rubeapi::rube::{Object, Selector};
@@ -22,8 +24,6 @@ pub mod files {
 
 use files::{File, FileStatus};
 
-/// The custom kind.
-pub const KIND: &str = "example.files.File";
 /// The `rube.Type` object that registers it.
 pub const TYPE_NAME: &str = "example.files";
 /// `examples/custom/files.proto`, compiled.
@@ -129,7 +129,7 @@ pub fn reconcile(root: &Path, desired: Option<&Object>, observed: &Observed) -> 
 }
 
 /// The executor as a pure model, for the fixpoint test.
-pub fn apply(observed: &Observed, effects: &[Effect]) -> Observed {
+pub fn simulate(observed: &Observed, effects: &[Effect]) -> Observed {
     let mut world = observed.clone();
     for effect in effects {
         match effect {
@@ -183,11 +183,7 @@ impl Controller for FileController {
     }
 
     fn selector(&self) -> Selector {
-        Selector {
-            r#type: KIND.into(),
-            labels: format!("node={}", self.node),
-            ..Default::default()
-        }
+        Selector::of::<File>().label("node", &self.node)
     }
 
     async fn observe(&self, key: &Key, desired: Option<&Object>) -> Result<Observed, Error> {
@@ -215,7 +211,11 @@ impl Controller for FileController {
         };
         // The status this controller wrote may be newer than the cached object: ask.
         let status = if desired.is_some() {
-            match self.client.get(KIND, &key.namespace, &key.name).await {
+            match self
+                .client
+                .get(&File::full_name(), &key.namespace, &key.name)
+                .await
+            {
                 Ok(object) => object.status_as::<FileStatus>()?,
                 Err(rubeapi::Error::NotFound(_)) => None,
                 Err(error) => return Err(error.into()),
@@ -275,7 +275,13 @@ impl Controller for FileController {
                 }
                 Effect::Status(status) => {
                     self.client
-                        .update_status(KIND, &key.namespace, &key.name, object::pack(&status), None)
+                        .update_status(
+                            &File::full_name(),
+                            &key.namespace,
+                            &key.name,
+                            object::pack(&status),
+                            None,
+                        )
                         .await?;
                 }
             }
@@ -287,7 +293,7 @@ impl Controller for FileController {
     /// cleaned up at start.
     async fn inventory(&self) -> Result<Vec<Key>, Error> {
         let base = self.root.join(".rube");
-        controllers::inventory::namespaced_entries(&base, KIND)
+        controllers::inventory::namespaced_entries(&base, &File::full_name())
             .await
             .map_err(|(path, e)| Error::io(path)(e))
     }
@@ -334,7 +340,7 @@ mod tests {
         ] {
             for start in &starts {
                 let effects = reconcile(root, desired.as_ref(), start);
-                let after = apply(start, &effects);
+                let after = simulate(start, &effects);
                 assert_eq!(
                     reconcile(root, desired.as_ref(), &after),
                     vec![],

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
-use file_controller::KIND;
 use file_controller::files::{File, FileStatus};
+use prost::Name;
 use rubeapi::Client;
 use rubeapi::object::{self, ObjectExt};
 
@@ -62,7 +62,7 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
 
 async fn status(client: &Client, name: &str) -> Option<FileStatus> {
     client
-        .get(KIND, "system", name)
+        .get(&File::full_name(), "system", name)
         .await
         .ok()?
         .status_as::<FileStatus>()
@@ -78,7 +78,13 @@ async fn the_example_controller_keeps_its_nodes_files() {
 
     // It registers its own type.
     eventually("the type", async || {
-        client.registry().await.ok()?.kind(KIND).ok().map(|_| ())
+        client
+            .registry()
+            .await
+            .ok()?
+            .kind(&File::full_name())
+            .ok()
+            .map(|_| ())
     })
     .await;
 
@@ -122,7 +128,10 @@ async fn the_example_controller_keeps_its_nodes_files() {
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "changed\n");
 
     // A delete removes the file.
-    client.delete(KIND, "system", "motd", None).await.unwrap();
+    client
+        .delete(&File::full_name(), "system", "motd", None)
+        .await
+        .unwrap();
     eventually("the file removed", async || {
         (!written.exists()).then_some(())
     })
@@ -136,7 +145,10 @@ async fn the_example_controller_keeps_its_nodes_files() {
     let later = root.path().join("etc/later");
     eventually("the second file", async || later.exists().then_some(())).await;
     drop(running);
-    client.delete(KIND, "system", "later", None).await.unwrap();
+    client
+        .delete(&File::full_name(), "system", "later", None)
+        .await
+        .unwrap();
     let _running = start(&server, "n1", root.path());
     eventually(
         "the file of an object deleted while down removed",
