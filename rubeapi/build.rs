@@ -6,6 +6,7 @@ use std::{env, fs, path::PathBuf};
 const PROTOS: &[&str] = &[
     "rube/api.proto",
     "rube/node.proto",
+    "rube/auth.proto",
     "runink/herd.proto",
     "runink/slice.proto",
     "runink/pipeline.proto",

@@ -131,7 +131,7 @@ impl Config {
 async fn run(config: &Config, rube_dir: &Path, etcd: Option<&mut EtcdProcess>) -> Result<String> {
     let server = TestServer::start_in(rube_dir, SqliteOptions::default(), Limits::default()).await;
     let rube_sqlite = Target::Rube {
-        address: server.address(),
+        config: server.config().clone(),
         store: "sqlite",
         etcd_pid: None,
     };
@@ -139,10 +139,10 @@ async fn run(config: &Config, rube_dir: &Path, etcd: Option<&mut EtcdProcess>) -
         Some(process) => {
             process.wait_ready().await?;
             let pid = process.child.id();
-            let rube_server = RubeOnEtcd::start(&process.endpoint).await?;
+            let rube_server = RubeOnEtcd::start(&process.endpoint, &server).await?;
             Some((
                 Target::Rube {
-                    address: rube_server.address.clone(),
+                    config: rube_server.config.clone(),
                     store: "etcd",
                     etcd_pid: Some(pid),
                 },
@@ -315,15 +315,16 @@ async fn run(config: &Config, rube_dir: &Path, etcd: Option<&mut EtcdProcess>) -
     Ok(report)
 }
 
-/// Rube's apiserver on the etcd store, in-process on 127.0.0.1 port 0.
+/// Rube's apiserver on the etcd store, in-process on 127.0.0.1 port 0, with the sqlite
+/// server's CAs (so the same admin credential works on both).
 struct RubeOnEtcd {
-    address: String,
+    config: rubeapi::rube::ClientConfig,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<()>>>,
 }
 
 impl RubeOnEtcd {
-    async fn start(endpoint: &str) -> Result<RubeOnEtcd> {
+    async fn start(endpoint: &str, sqlite: &TestServer) -> Result<RubeOnEtcd> {
         let store = EtcdStore::connect(
             EtcdOptions {
                 endpoints: vec![format!("http://{endpoint}")],
@@ -336,10 +337,14 @@ impl RubeOnEtcd {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind port 0 for Rube on etcd")?;
-        let address = listener.local_addr()?.to_string();
+        let config = rubeapi::rube::ClientConfig {
+            server: listener.local_addr()?.to_string(),
+            ..sqlite.config().clone()
+        };
         let stop = CancellationToken::new();
         let task = tokio::spawn(apiserver::serve(
             listener,
+            sqlite.pki.serving(&[])?,
             Arc::new(store),
             rubeapi::Registry::builtin(),
             Limits::default(),
@@ -352,7 +357,7 @@ impl RubeOnEtcd {
                 .context("Rube on etcd: the server")
         });
         Ok(RubeOnEtcd {
-            address,
+            config,
             stop,
             task: Some(task),
         })
@@ -377,9 +382,10 @@ impl Drop for RubeOnEtcd {
 /// A system under test.
 #[derive(Clone)]
 enum Target {
-    /// Rube's apiserver at `host:port` on the named store; on etcd, the etcd process's pid.
+    /// Rube's apiserver (the admin's configuration for it) on the named store; on etcd, the
+    /// etcd process's pid.
     Rube {
-        address: String,
+        config: rubeapi::rube::ClientConfig,
         store: &'static str,
         etcd_pid: Option<u32>,
     },
@@ -416,8 +422,8 @@ impl Target {
 
     async fn connect(&self) -> Result<Connection> {
         Ok(match self {
-            Target::Rube { address, .. } => {
-                Connection::Rube(rubeapi::Client::connect(address).await?)
+            Target::Rube { config, .. } => {
+                Connection::Rube(rubeapi::Client::connect(config).await?)
             }
             Target::Etcd { endpoint, .. } => Connection::Etcd(Box::new(
                 etcd_client::Client::connect([endpoint], None).await?,

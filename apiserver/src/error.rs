@@ -58,6 +58,10 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// A certificate or key that cannot be made, read or used.
+    #[error("{0}")]
+    Pki(String),
 }
 
 struct Found(Option<u64>);
@@ -97,7 +101,7 @@ impl Error {
             Error::QuotaExceeded(_) => Code::ResourceExhausted,
             Error::InBatch { source, .. } => source.code(),
             Error::Unavailable(_) => Code::Unavailable,
-            Error::Internal(_) => Code::Internal,
+            Error::Internal(_) | Error::Pki(_) => Code::Internal,
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   status and enforces its quota, in the same transaction as the change (exact across
 //!   apiservers).
 //! - [`nodes`]: marks nodes NOT_READY when their leases expire.
+//! - [`pki`]: the CAs, serving certificate and admin credential made at first start.
+//! - [`auth`]: the caller's identity from its verified client certificate.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
 //! - `testing` (feature `testing`): a real server on a temp dir and port 0, for tests.
@@ -19,9 +21,11 @@
 //! Only [`service`] and [`serve`] know about gRPC; the store never sees a request.
 
 pub mod admission;
+pub mod auth;
 pub mod herds;
 pub mod metrics;
 pub mod nodes;
+pub mod pki;
 pub mod quota;
 pub mod service;
 pub mod store;
@@ -42,11 +46,14 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use error::Error;
 
 use crate::admission::Limits;
 use crate::metrics::Metrics;
+use crate::pki::ServerTls;
 use crate::service::ApiService;
 use crate::store::Store;
 
@@ -54,10 +61,16 @@ use crate::store::Store;
 /// admission.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
-/// Serves the API on `listener` until `shutdown` resolves; then open watches end and in-flight
-/// requests finish.
+/// How long a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the API over TLS on `listener` until `shutdown` resolves; then open watches end and
+/// in-flight requests finish. Every call must come with a client certificate from `tls`'s client
+/// CA ([`auth::authenticate`]); a connection without TLS, or with a certificate of another CA,
+/// fails its handshake.
 pub async fn serve<S: Store>(
     listener: TcpListener,
+    tls: ServerTls,
     store: Arc<S>,
     registry: Registry,
     limits: Limits,
@@ -76,6 +89,15 @@ pub async fn serve<S: Store>(
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(rubeapi::client::MAX_MESSAGE_BYTES);
+    let server = InterceptedService::new(server, auth::authenticate);
+    // A certificate is optional in the handshake so that a call without one gets a gRPC
+    // UNAUTHENTICATED that names what is missing, not a bare TLS alert; one from another CA
+    // still fails the handshake.
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+        .client_ca_root(Certificate::from_pem(&tls.client_ca_pem))
+        .client_auth_optional(true)
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
     // Small responses must not wait for Nagle's algorithm.
     let incoming = TcpListenerStream::new(listener).map(|stream| {
         if let Ok(stream) = &stream {
@@ -90,7 +112,15 @@ pub async fn serve<S: Store>(
             cancel.cancel();
         }
     };
-    let served = tonic::transport::Server::builder()
+    let served = match tonic::transport::Server::builder().tls_config(tls) {
+        Ok(builder) => builder,
+        Err(error) => {
+            cancel.cancel();
+            let _ = sync.await;
+            return Err(error);
+        }
+    };
+    let served = served
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, signal)

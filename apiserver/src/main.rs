@@ -1,6 +1,7 @@
 //! `rube-apiserver`: stores typed objects with revisions and serves list and watch over gRPC.
 //! With no flags it keeps its sqlite store under the user's data dir and listens on
-//! 127.0.0.1:7400.
+//! 127.0.0.1:7400, over TLS: at first start it makes its CAs, its serving certificate and the
+//! admin's client configuration (`<data dir>/admin.conf`, which ructl finds by itself).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use apiserver::admission::Limits;
 use apiserver::metrics::Metrics;
+use apiserver::pki::{Pki, ServerTls};
 use apiserver::store::Store;
 use apiserver::store::etcd::{EtcdOptions, EtcdStore};
 use apiserver::store::hub::WatchOptions;
@@ -32,9 +34,28 @@ struct Args {
     #[arg(long, value_enum, default_value = "sqlite")]
     store: StoreKind,
 
-    /// Where the sqlite store lives [default: <user data dir>/rube]
+    /// Where the sqlite store, the certificates (tls/) and the admin's client configuration
+    /// (admin.conf) live [default: <user data dir>/rube]
     #[arg(long, env = "RUBE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+
+    /// More names (DNS or IP) the serving certificate must cover, besides the hostname,
+    /// localhost, 127.0.0.1 and ::1; repeatable or comma-separated
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+
+    /// Serve this certificate (PEM chain) instead of the one made in the data dir; needs
+    /// --tls-key-file and --client-ca-file, and then no admin configuration is written
+    #[arg(long, requires_all = ["tls_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+
+    /// The key of --tls-cert-file
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+
+    /// Accept client certificates of this CA (PEM), with --tls-cert-file
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
 
     /// etcd client URLs, comma-separated (with --store etcd)
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
@@ -93,14 +114,17 @@ enum LogFormat {
     Json,
 }
 
+/// The same place clients look for the admin's configuration (`rubeapi::config`).
 fn default_data_dir() -> Result<PathBuf> {
-    let base = dirs::data_dir().context("cannot tell the user's data dir; pass --data-dir")?;
-    Ok(base.join("rube"))
+    rubeapi::config::default_data_dir().context("cannot tell the user's data dir; pass --data-dir")
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Refused TLS handshakes (no TLS, a certificate of another CA, an expired one) are logged
+    // by tonic at debug: they are worth seeing by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,tonic::transport::server::io_stream=debug")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -116,12 +140,12 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
     let registry = Registry::builtin();
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir()?,
+    };
     match args.store {
         StoreKind::Sqlite => {
-            let data_dir = match &args.data_dir {
-                Some(dir) => dir.clone(),
-                None => default_data_dir()?,
-            };
             let options = SqliteOptions {
                 watch: WatchOptions {
                     buffer: args.watch_buffer,
@@ -131,7 +155,7 @@ async fn main() -> Result<()> {
             };
             let store = SqliteStore::open(&data_dir, registry.clone(), options)?;
             let place = store.path().display().to_string();
-            run(args, registry, Arc::new(store), place).await
+            run(args, data_dir, registry, Arc::new(store), place).await
         }
         StoreKind::Etcd => {
             let options = EtcdOptions {
@@ -146,17 +170,52 @@ async fn main() -> Result<()> {
             let store = EtcdStore::connect(options, registry.clone())
                 .await
                 .with_context(|| format!("cannot reach {place}"))?;
-            run(args, registry, Arc::new(store), place).await
+            run(args, data_dir, registry, Arc::new(store), place).await
         }
     }
 }
 
-async fn run<S: Store>(args: Args, registry: Registry, store: Arc<S>, place: String) -> Result<()> {
+/// The serving certificate and client CA: the operator's, or those of the data dir (made at
+/// first start, with the admin's client configuration for `addr`).
+fn tls(args: &Args, data_dir: &std::path::Path, addr: SocketAddr) -> Result<ServerTls> {
+    if let (Some(cert), Some(key), Some(client_ca)) = (
+        &args.tls_cert_file,
+        &args.tls_key_file,
+        &args.client_ca_file,
+    ) {
+        return Ok(ServerTls::from_files(cert, key, client_ca)?);
+    }
+    let pki = Pki::open(&data_dir.join("tls"))?;
+    let mut names = args.tls_san.clone();
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    let serving = pki.serving(&names)?;
+    // What a local client dials: a wildcard listen address is reached on loopback.
+    let dial = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let admin = data_dir.join(rubeapi::config::ADMIN_FILE);
+    pki.admin_config(&admin, &dial.to_string())?;
+    tracing::info!(path = %admin.display(), "the admin's client configuration");
+    Ok(serving)
+}
+
+async fn run<S: Store>(
+    args: Args,
+    data_dir: PathBuf,
+    registry: Registry,
+    store: Arc<S>,
+    place: String,
+) -> Result<()> {
     let bounds = store.revision().await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let tls = tls(&args, &data_dir, addr).context("cannot set up TLS")?;
     let metrics = Arc::new(Metrics::new());
     let cancel = CancellationToken::new();
 
@@ -229,7 +288,16 @@ async fn run<S: Store>(args: Args, registry: Registry, store: Arc<S>, place: Str
     let limits = Limits {
         max_object_bytes: args.max_object_bytes,
     };
-    apiserver::serve(listener, store.clone(), registry, limits, metrics, shutdown).await?;
+    apiserver::serve(
+        listener,
+        tls,
+        store.clone(),
+        registry,
+        limits,
+        metrics,
+        shutdown,
+    )
+    .await?;
     if let Some(task) = metrics_task {
         task.await??;
     }

@@ -1,9 +1,11 @@
-//! A real apiserver for tests: sqlite in a temp dir, gRPC on 127.0.0.1 port 0.
+//! A real apiserver for tests: sqlite in a temp dir, gRPC over TLS on 127.0.0.1 port 0, with the
+//! CAs and the admin's client configuration made in that dir as a real first start makes them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rubeapi::rube::ClientConfig;
 use rubeapi::{Client, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -11,12 +13,16 @@ use tokio::task::JoinHandle;
 
 use crate::admission::Limits;
 use crate::metrics::Metrics;
+use crate::pki::{Pki, ServerTls};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
+    /// The CAs, for tests that issue credentials of their own.
+    pub pki: Arc<Pki>,
     data_dir: PathBuf,
+    config: ClientConfig,
     _temp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -40,9 +46,11 @@ impl TestServer {
             Arc::new(SqliteStore::open(dir, registry.clone(), options).expect("open the store"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
+        let (pki, tls, config) = credentials(dir, addr);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::serve(
             listener,
+            tls,
             store.clone(),
             registry,
             limits,
@@ -57,7 +65,9 @@ impl TestServer {
         TestServer {
             addr,
             store,
+            pki: Arc::new(pki),
             data_dir: dir.to_owned(),
+            config,
             _temp: None,
             stop: Some(stop),
             task: Some(task),
@@ -73,10 +83,34 @@ impl TestServer {
         self.addr.to_string()
     }
 
+    /// The admin's client configuration, as the server wrote it.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Where the admin's client configuration is (`ructl --config`, `rubelet --config`).
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir.join(rubeapi::config::ADMIN_FILE)
+    }
+
+    /// A client with the admin's credential.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.address())
+        Client::connect(&self.config)
             .await
             .expect("connect to the test server")
+    }
+
+    /// A client configuration for `user` in `group`, signed by this server's client CA.
+    pub fn config_for(&self, user: &str, group: Option<&str>) -> ClientConfig {
+        let (cert_pem, key_pem) = self
+            .pki
+            .issue_client(user, group, crate::pki::LEAF_VALIDITY)
+            .expect("issue a client certificate");
+        ClientConfig {
+            cert_pem,
+            key_pem,
+            ..self.config.clone()
+        }
     }
 
     /// Stops the server gracefully and waits until the store is closed.
@@ -100,6 +134,17 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// What a first start makes in `dir` for a server at `addr`: its CAs, serving certificate and
+/// the admin's configuration.
+fn credentials(dir: &Path, addr: SocketAddr) -> (Pki, ServerTls, ClientConfig) {
+    let pki = Pki::open(&dir.join("tls")).expect("make the test CAs");
+    let tls = pki.serving(&[]).expect("issue the serving certificate");
+    let config = pki
+        .admin_config(&dir.join(rubeapi::config::ADMIN_FILE), &addr.to_string())
+        .expect("write the admin configuration");
+    (pki, tls, config)
 }
 
 /// A real etcd (Debian's `etcd-server`) on loopback ports with a temp data dir: one member or a
@@ -303,16 +348,35 @@ pub struct ServerProcess {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its `--data-dir`: the store (sqlite), the certificates and `admin.conf`.
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
     /// Starts `bin` (a test's `env!("CARGO_BIN_EXE_rube-apiserver")`) with `args` after
-    /// `--listen 127.0.0.1:0`, and waits for the line that says where it listens.
+    /// `--listen 127.0.0.1:0`, and waits for the line that says where it listens. Without a
+    /// `--data-dir` in `args` it gets a temp dir of its own.
     pub fn start(bin: &str, args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+        let given = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from);
+        let (data_dir, temp) = match given {
+            Some(dir) => (dir, None),
+            None => {
+                let temp = tempfile::tempdir().expect("temp dir");
+                (temp.path().to_owned(), Some(temp))
+            }
+        };
+        let mut command = std::process::Command::new(bin);
+        command.args(["--listen", "127.0.0.1:0"]).args(args);
+        if temp.is_some() {
+            command.arg("--data-dir").arg(&data_dir);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -326,7 +390,27 @@ impl ServerProcess {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("rube-apiserver did not start: {line:?}"))
             .to_owned();
-        ServerProcess { child, addr }
+        ServerProcess {
+            child,
+            addr,
+            data_dir,
+            _temp: temp,
+        }
+    }
+
+    /// Where the admin's client configuration is.
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir.join(rubeapi::config::ADMIN_FILE)
+    }
+
+    /// The admin's client configuration, as the server wrote it at start.
+    pub fn config(&self) -> ClientConfig {
+        rubeapi::config::load(&self.config_path()).expect("the admin configuration")
+    }
+
+    /// A client with the admin's credential.
+    pub async fn client(&self) -> Result<Client, rubeapi::Error> {
+        Client::connect(&self.config()).await
     }
 
     pub fn pid(&self) -> u32 {

@@ -26,7 +26,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
     let mut highest_seen = 0;
     for round in 0..3 {
         let mut server = start(dir.path());
-        let client = Client::connect(&server.addr).await.unwrap();
+        let client = Client::connect(&server.config()).await.unwrap();
         let listing = client.list(Selector::default()).await.unwrap();
         assert!(
             listing.revision >= highest_seen,
@@ -69,7 +69,7 @@ async fn acknowledged_puts_survive_sigkill_and_revisions_never_go_backwards() {
     }
     // A last restart: everything acknowledged is there, and the next put continues above it.
     let server = start(dir.path());
-    let client = Client::connect(&server.addr).await.unwrap();
+    let client = Client::connect(&server.config()).await.unwrap();
     let snapshot = acked.lock().unwrap().clone();
     for (name, (revision, _)) in &snapshot {
         assert!(

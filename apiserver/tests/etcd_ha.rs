@@ -48,8 +48,8 @@ async fn a_watcher_on_one_apiserver_sees_puts_through_the_other_in_order() {
     let etcd = Etcd::start().await;
     let a = apiserver(&etcd.endpoints(), "/two");
     let b = apiserver(&etcd.endpoints(), "/two");
-    let through_a = Client::connect(&a.addr).await.unwrap();
-    let through_b = Client::connect(&b.addr).await.unwrap();
+    let through_a = Client::connect(&a.config()).await.unwrap();
+    let through_b = Client::connect(&b.config()).await.unwrap();
     let stream = through_b.watch(slices(), None).await.unwrap();
     futures::pin_mut!(stream);
     let mut written = Vec::new();
@@ -91,7 +91,7 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
     let endpoints = etcd.endpoints();
     let mut a = apiserver(&endpoints, "/ha");
     let b = apiserver(&endpoints, "/ha");
-    let start = Client::connect(&b.addr)
+    let start = Client::connect(&b.config())
         .await
         .unwrap()
         .list(slices())
@@ -106,15 +106,15 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (events, resumes) = (events.clone(), resumes.clone());
-        let addrs = [a.addr.clone(), b.addr.clone()];
+        let configs = [a.config(), b.config()];
         tokio::spawn(async move {
             let mut from = start;
             let mut attempt = 0;
             // Runs until aborted: it must see every event, however late, after the writers stop.
             loop {
-                let addr = &addrs[attempt.min(1)];
+                let config = &configs[attempt.min(1)];
                 attempt += 1;
-                let Ok(client) = Client::connect(addr).await else {
+                let Ok(client) = Client::connect(config).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -159,15 +159,11 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
     let acked: Arc<Mutex<BTreeMap<String, (u64, u64)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..6 {
-        let addr = if w % 2 == 0 {
-            a.addr.clone()
-        } else {
-            b.addr.clone()
-        };
+        let config = if w % 2 == 0 { a.config() } else { b.config() };
         let (acked, stop) = (acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let name = format!("w{w}");
-            let Ok(client) = Client::connect(&addr).await else {
+            let Ok(client) = Client::connect(&config).await else {
                 return;
             };
             let mut n = 0;
@@ -197,7 +193,7 @@ async fn acknowledged_puts_survive_losing_an_etcd_member_and_an_apiserver() {
     assert!(acked.len() >= 3, "too few writers got answers: {acked:?}");
 
     // Every acknowledged put is readable through the surviving apiserver.
-    let client = Client::connect(&b.addr).await.unwrap();
+    let client = Client::connect(&b.config()).await.unwrap();
     assert_acknowledged_writes(&client, "ha", &acked).await;
 
     // The watcher saw every acknowledged put, each revision once, in order.
@@ -240,8 +236,8 @@ async fn a_type_registered_through_one_apiserver_is_known_to_the_other() {
     let etcd = Etcd::start().await;
     let a = apiserver(&etcd.endpoints(), "/types");
     let b = apiserver(&etcd.endpoints(), "/types");
-    let through_a = Client::connect(&a.addr).await.unwrap();
-    let through_b = Client::connect(&b.addr).await.unwrap();
+    let through_a = Client::connect(&a.config()).await.unwrap();
+    let through_b = Client::connect(&b.config()).await.unwrap();
 
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/custom");
     let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
@@ -300,8 +296,8 @@ async fn two_apiservers_racing_over_one_etcd_cannot_take_a_herd_past_its_quota()
     let a = apiserver(&etcd.endpoints(), "/quota");
     let b = apiserver(&etcd.endpoints(), "/quota");
     let clients = [
-        Client::connect(&a.addr).await.unwrap(),
-        Client::connect(&b.addr).await.unwrap(),
+        Client::connect(&a.config()).await.unwrap(),
+        Client::connect(&b.config()).await.unwrap(),
     ];
     let herd = rubeapi::runink::Herd {
         quota: Some(rubeapi::runink::Quota {

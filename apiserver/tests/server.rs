@@ -36,6 +36,7 @@ async fn metrics_count_requests_by_method_and_code_and_show_the_revision() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(apiserver::serve(
         listener,
+        server.pki.serving(&[]).unwrap(),
         server.store.clone(),
         rubeapi::Registry::builtin(),
         Default::default(),
@@ -51,7 +52,11 @@ async fn metrics_count_requests_by_method_and_code_and_show_the_revision() {
         std::future::pending(),
     ));
 
-    let client = Client::connect(&addr.to_string()).await.unwrap();
+    let config = rubeapi::rube::ClientConfig {
+        server: addr.to_string(),
+        ..server.config().clone()
+    };
+    let client = Client::connect(&config).await.unwrap();
     client
         .put(object::new("", "a", &Herd::default()), None)
         .await
@@ -95,8 +100,7 @@ async fn sigterm_stops_the_server_promptly_even_with_watches_open() {
         env!("CARGO_BIN_EXE_rube-apiserver"),
         &["--metrics-listen", "127.0.0.1:0", "--data-dir", data_dir],
     );
-    let addr = server.addr.clone();
-    let client = Client::connect(&addr).await.unwrap();
+    let client = Client::connect(&server.config()).await.unwrap();
     let watch = client.watch(Selector::default(), None).await.unwrap();
     futures::pin_mut!(watch);
     watch.next().await.unwrap().unwrap();

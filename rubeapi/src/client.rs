@@ -1,19 +1,20 @@
-//! The async client: one method per `ApiServer` call, typed errors, zstd on request.
+//! The async client: one method per `ApiServer` call, typed errors, zstd on request. Always
+//! TLS, with the client certificate of a [`ClientConfig`]: there is no plaintext connection.
 
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use prost_types::Any;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::Error;
 use crate::Registry;
 use crate::rube::api_server_client::ApiServerClient;
 use crate::rube::precondition::Condition;
 use crate::rube::{
-    ApplyRequest, CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest,
-    ListRequest, ListResponse, Object, Precondition, PutRequest, PutResponse, Selector,
+    ApplyRequest, ClientConfig, CompactRequest, CompactResponse, DeleteRequest, DeleteResponse,
+    GetRequest, ListRequest, ListResponse, Object, Precondition, PutRequest, PutResponse, Selector,
     TypesRequest, UpdateStatusRequest, WatchEvent, WatchRequest,
 };
 
@@ -30,23 +31,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port` or `http://host:port`).
-    pub async fn connect(addr: &str) -> Result<Client, Error> {
-        let channel = endpoint(addr)?
+    /// Connects to the apiserver `config` names, over TLS, proving who it is with the
+    /// config's certificate.
+    pub async fn connect(config: &ClientConfig) -> Result<Client, Error> {
+        let channel = endpoint(config)?
             .connect()
             .await
             .map_err(|source| Error::Connect {
-                addr: addr.to_owned(),
+                addr: config.server.clone(),
                 source,
             })?;
         Ok(Client::from_channel(channel))
     }
 
-    /// A client for `addr` that connects on its first call and reconnects after failures, so
-    /// it can be made while the apiserver is down (as a rubelet must). Fails only when `addr`
-    /// is not an address.
-    pub fn connect_lazy(addr: &str) -> Result<Client, Error> {
-        Ok(Client::from_channel(endpoint(addr)?.connect_lazy()))
+    /// A client for `config`'s apiserver that connects on its first call and reconnects after
+    /// failures, so it can be made while the apiserver is down (as a rubelet must). Fails only
+    /// when the config is not usable.
+    pub fn connect_lazy(config: &ClientConfig) -> Result<Client, Error> {
+        Ok(Client::from_channel(endpoint(config)?.connect_lazy()))
     }
 
     /// A client over an existing channel.
@@ -192,19 +194,80 @@ pub fn must_not_exist() -> Precondition {
     }
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, Error> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
+/// The TLS endpoint of `config`: its CA is the only root trusted, its certificate and key the
+/// client's identity, and the server's certificate must carry `server_name` (default: the
+/// host of `server`).
+fn endpoint(config: &ClientConfig) -> Result<Endpoint, Error> {
+    let addr = &tls_address(&config.server)?;
+    let host = server_host(addr);
+    let server_name = if config.server_name.is_empty() {
+        host.to_owned()
     } else {
-        format!("http://{addr}")
+        config.server_name.clone()
     };
-    Ok(Endpoint::from_shared(uri)
-        .map_err(|source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&config.ca_pem))
+        .identity(Identity::from_pem(&config.cert_pem, &config.key_pem))
+        .domain_name(server_name);
+    let connect = |source| Error::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    Ok(Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(connect)?
+        .tls_config(tls)
+        .map_err(connect)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true))
+}
+
+/// `host:port` of a server given as that or as `https://host:port`; any other scheme is
+/// refused, never downgraded to.
+fn tls_address(server: &str) -> Result<String, Error> {
+    let addr = server
+        .strip_prefix("https://")
+        .unwrap_or(server)
+        .trim_end_matches('/');
+    if addr.contains("://") {
+        return Err(Error::Config {
+            path: "server".into(),
+            reason: format!(
+                "{server:?}: the apiserver speaks only TLS; give host:port (or https://host:port)"
+            ),
+        });
+    }
+    Ok(addr.to_owned())
+}
+
+/// The host of `host:port` (an IPv6 address without its brackets).
+fn server_host(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_addresses_are_refused_by_name() {
+        let error = tls_address("http://127.0.0.1:7400")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("only TLS"), "{error}");
+        assert_eq!(
+            tls_address("https://127.0.0.1:7400/").unwrap(),
+            "127.0.0.1:7400"
+        );
+        assert_eq!(tls_address("[::1]:7400").unwrap(), "[::1]:7400");
+    }
+
+    #[test]
+    fn the_server_name_defaults_to_the_host() {
+        assert_eq!(server_host("127.0.0.1:7400"), "127.0.0.1");
+        assert_eq!(server_host("[::1]:7400"), "::1");
+        assert_eq!(server_host("apiserver.example:443"), "apiserver.example");
+    }
 }

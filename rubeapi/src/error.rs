@@ -26,6 +26,17 @@ pub enum Error {
     #[error("invalid type descriptors: {0}")]
     Descriptor(String),
 
+    /// A client configuration file that cannot be read, parsed or used.
+    #[error("{path}: {reason}")]
+    Config { path: String, reason: String },
+
+    /// No client configuration was given and none was found where clients look.
+    #[error(
+        "no client configuration: pass --config FILE or set RUBE_CONFIG; looked in {}",
+        .tried.join(", ")
+    )]
+    NoConfig { tried: Vec<String> },
+
     #[error("cannot connect to {addr}")]
     Connect {
         addr: String,
@@ -51,6 +62,15 @@ pub enum Error {
     #[error("{}", .0.message())]
     Unavailable(tonic::Status),
 
+    /// The apiserver does not know who the caller is (`UNAUTHENTICATED`): no client
+    /// certificate.
+    #[error("{}", .0.message())]
+    Unauthenticated(tonic::Status),
+
+    /// The caller may not do this (`PERMISSION_DENIED`).
+    #[error("{}", .0.message())]
+    PermissionDenied(tonic::Status),
+
     /// Any other error the apiserver returned.
     #[error("{}", .0.message())]
     Api(tonic::Status),
@@ -63,6 +83,8 @@ impl Error {
             Error::NotFound(status)
             | Error::Conflict(status)
             | Error::Unavailable(status)
+            | Error::Unauthenticated(status)
+            | Error::PermissionDenied(status)
             | Error::Api(status) => Some(status.code()),
             Error::Compacted { .. } => Some(tonic::Code::OutOfRange),
             _ => None,
@@ -138,6 +160,8 @@ impl From<tonic::Status> for Error {
             tonic::Code::NotFound => return Error::NotFound(status),
             tonic::Code::Aborted | tonic::Code::AlreadyExists => return Error::Conflict(status),
             tonic::Code::Unavailable => return Error::Unavailable(status),
+            tonic::Code::Unauthenticated => return Error::Unauthenticated(status),
+            tonic::Code::PermissionDenied => return Error::PermissionDenied(status),
             _ => {}
         }
         if status.code() == tonic::Code::OutOfRange {

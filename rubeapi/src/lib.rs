@@ -9,7 +9,9 @@
 //! - [`json`]: the same objects as protobuf JSON.
 //! - [`selector`]: label selectors (`node=worker-1,tier!=db`) and object filters.
 //! - [`object`]: helpers to build and read objects with typed specs.
-//! - [`client`]: the async client over tonic.
+//! - [`client`]: the async client over tonic, always TLS with a client certificate.
+//! - [`config`]: client configuration files (`rube.ClientConfig`): where clients look for
+//!   them, reading and writing them.
 //! - `testing` (feature `testing`): object builders and the skip banner every crate's tests
 //!   share.
 //! - [`validate`]: semantic rules of built-in kinds (a pipeline has no cycle, a unit no
@@ -18,6 +20,7 @@
 //! This crate never touches storage and never runs controllers.
 
 pub mod client;
+pub mod config;
 pub mod json;
 pub mod object;
 pub mod registry;

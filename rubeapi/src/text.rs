@@ -137,6 +137,20 @@ pub fn print_message<M: Message + prost::Name>(registry: &Registry, message: &M)
     }
 }
 
+/// Parses `input` as textproto of the built-in message `M` (not an object: a configuration
+/// file); errors carry line and column.
+pub fn parse_message<M: Message + Default + prost::Name>(
+    registry: &Registry,
+    input: &str,
+) -> Result<M, Error> {
+    let descriptor = registry.message(&M::full_name())?;
+    let document = Document {
+        offset: 0,
+        text: input,
+    };
+    transcode(&parse_dynamic(descriptor, input, document)?)
+}
+
 /// Pretty textproto of a dynamic message, with a trailing newline.
 pub fn format_dynamic(message: &DynamicMessage) -> String {
     let options = FormatOptions::new().pretty(true).expand_any(true);

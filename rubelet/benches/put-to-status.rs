@@ -124,6 +124,14 @@ struct Node {
 }
 
 impl Node {
+    /// The admin's client configuration the apiserver wrote in its data dir.
+    fn config_path(&self) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("data")
+            .join(rubeapi::config::ADMIN_FILE)
+    }
+
     fn start(apiserver_bin: &Path) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut node = Node {
@@ -154,7 +162,9 @@ impl Node {
         node.apiserver = Some(apiserver);
 
         let mut rubelet = Command::new(env!("CARGO_BIN_EXE_rubelet"))
-            .args(["--name", &node.name, "--server", &node.addr, "--state-dir"])
+            .args(["--name", &node.name, "--config"])
+            .arg(node.config_path())
+            .arg("--state-dir")
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--cgroup-subtree", &node.subtree])
             .args(["--controllers", "slices"])
@@ -345,7 +355,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn bench(node: &Node, n: usize) -> (Vec<Sample>, Option<Vec<Duration>>) {
-    let client = Client::connect(&node.addr).await.expect("connect");
+    let config = rubeapi::config::load(&node.config_path()).expect("the admin configuration");
+    let client = Client::connect(&config).await.expect("connect");
     let selector = Selector {
         r#type: SLICE.into(),
         namespace: NAMESPACE.into(),

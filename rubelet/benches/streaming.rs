@@ -268,7 +268,7 @@ async fn main() {
     let rubelet = Rubelet::start_in(
         &subtree,
         "bench1",
-        &server.address(),
+        &server.config_path(),
         &[
             "--controllers",
             "slices,pipelines",

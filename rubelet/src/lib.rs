@@ -49,9 +49,14 @@ pub struct Args {
     #[arg(long, env = "RUBELET_NAME")]
     pub name: Option<String>,
 
-    /// The apiserver
-    #[arg(long, env = "RUBE_SERVER", default_value = rubeapi::client::DEFAULT_SERVER)]
-    pub server: String,
+    /// The client configuration: the apiserver, its CA, and this node's certificate and key
+    /// [default: $RUBE_CONFIG, then the local apiserver's admin.conf, then ~/.config/rube/config]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// The apiserver's address, instead of the configuration's (still over TLS)
+    #[arg(long, env = "RUBE_SERVER")]
+    pub server: Option<String>,
 
     /// Where the rubelet keeps its state: rubelet.db, slices, logs, pipes
     #[arg(long, env = "RUBELET_STATE_DIR", default_value = "/var/lib/rubelet")]
@@ -171,8 +176,13 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create the state dir {}", args.state_dir.display()))?;
     let state = StateStore::open(&args.state_dir)?;
-    let client =
-        Client::connect_lazy(&args.server).with_context(|| format!("--server {}", args.server))?;
+    let mut found = rubeapi::config::find(args.config.as_deref())?;
+    if let Some(server) = &args.server {
+        found.config.server.clone_from(server);
+    }
+    let server = found.config.server.clone();
+    let client = Client::connect_lazy(&found.config)
+        .with_context(|| format!("the client configuration {}", found.path.display()))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -230,12 +240,12 @@ pub async fn run(args: Args) -> Result<()> {
         }
     });
 
-    tracing::info!(node = %name, %addr, server = %args.server, state_dir = %args.state_dir.display(), "rubelet started");
+    tracing::info!(node = %name, %addr, %server, config = %found.path.display(), state_dir = %args.state_dir.display(), "rubelet started");
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     // READY=1 means "registered": until then the node's controllers already run what the
     // local state holds, but the cluster does not know the node yet.
-    let waiting = format!("registering node {name} with {}", args.server);
+    let waiting = format!("registering node {name} with {server}");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&waiting)]);
     tasks.spawn(async move {
         if registration.await.is_ok() {

@@ -52,7 +52,7 @@ async fn a_slice_for_this_node_runs_and_reports_and_another_nodes_is_not_touched
         )
         .await
         .unwrap();
-    let rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let rubelet = Rubelet::start("w1", &server.config_path(), &[]);
 
     until_status(
         &client,
@@ -99,7 +99,7 @@ async fn an_apiserver_restart_is_ridden_out_without_running_anything_twice() {
         )
         .await
         .unwrap();
-    let rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let rubelet = Rubelet::start("w1", &server.config_path(), &[]);
     until_status(&client, &rubelet, "once to succeed", "once", |s| {
         s.phase == Phase::Succeeded as i32
     })
@@ -158,7 +158,7 @@ async fn a_killed_rubelet_leaves_workloads_running_and_converges_when_it_returns
         .put(slice("deleted", "w1", "sleep 600"), None)
         .await
         .unwrap();
-    let mut rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let mut rubelet = Rubelet::start("w1", &server.config_path(), &[]);
     for name in ["finishing", "changed", "deleted"] {
         eventually(
             &format!("{name} to run"),
@@ -272,7 +272,7 @@ async fn the_rubelet_restarts_a_workload_while_the_apiserver_is_down() {
     spec.restart_policy = rubeapi::runink::RestartPolicy::Always as i32;
     always.spec = Some(rubeapi::object::pack(&spec));
     client.put(always, None).await.unwrap();
-    let mut rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let mut rubelet = Rubelet::start("w1", &server.config_path(), &[]);
     until_status(&client, &rubelet, "always to run", "always", |s| {
         s.phase == Phase::Running as i32
     })
@@ -319,7 +319,7 @@ async fn a_node_whose_rubelet_stops_goes_not_ready_and_comes_back_ready() {
     }
     let server = Apiserver::start(&["--node-grace", "2s"]);
     let client = server.client().await;
-    let mut rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let mut rubelet = Rubelet::start("w1", &server.config_path(), &[]);
     let condition = |client: rubeapi::Client| async move {
         let node = client.get("rube.Node", "", "w1").await.ok()?;
         let status: NodeStatus = node.status_as().ok()??;
@@ -374,7 +374,7 @@ async fn ructl_logs_reads_a_slices_output_from_its_rubelet() {
     }
     let server = Apiserver::start(&[]);
     let client = server.client().await;
-    let rubelet = Rubelet::start("w1", &server.addr, &[]);
+    let rubelet = Rubelet::start("w1", &server.config_path(), &[]);
     let out = tempfile::tempdir().unwrap();
     let gate = out.path().join("gate");
     client
@@ -398,8 +398,8 @@ async fn ructl_logs_reads_a_slices_output_from_its_rubelet() {
 
     // Following: prints what is there, waits for more, ends when the slice exits.
     let follower = std::thread::spawn({
-        let addr = server.addr.clone();
-        move || harness::ructl(&addr, &["logs", "-n", HERD, "talker", "-f"])
+        let config = server.config_path();
+        move || harness::ructl(&config, &["logs", "-n", HERD, "talker", "-f"])
     });
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&gate, "").unwrap();
@@ -407,11 +407,12 @@ async fn ructl_logs_reads_a_slices_output_from_its_rubelet() {
     assert!(ok, "ructl logs -f failed: {stderr}");
     assert_eq!(followed, "first\nto-stderr\nlast\n");
 
-    let (ok, stdout, stderr) = harness::ructl(&server.addr, &["logs", "-n", HERD, "talker"]);
+    let (ok, stdout, stderr) =
+        harness::ructl(&server.config_path(), &["logs", "-n", HERD, "talker"]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "first\nto-stderr\nlast\n");
 
-    let (ok, _, stderr) = harness::ructl(&server.addr, &["logs", "-n", HERD, "nosuch"]);
+    let (ok, _, stderr) = harness::ructl(&server.config_path(), &["logs", "-n", HERD, "nosuch"]);
     assert!(!ok);
     assert!(stderr.contains("slice analytics/nosuch"), "{stderr}");
 }

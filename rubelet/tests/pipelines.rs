@@ -65,7 +65,7 @@ impl Cluster {
             .iter()
             .map(|(name, args)| {
                 let subtree = format!("rube-test-{test}-{name}-{}", std::process::id());
-                Rubelet::start_in(&subtree, name, &server.addr, args)
+                Rubelet::start_in(&subtree, name, &server.config_path(), args)
             })
             .collect();
         let cluster = Cluster {
@@ -103,7 +103,7 @@ impl Cluster {
     }
 
     fn ructl(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = ructl(&self.server.addr, args);
+        let (ok, stdout, stderr) = ructl(&self.server.config_path(), args);
         assert!(ok, "ructl {args:?} failed: {stderr}");
         stdout
     }
@@ -667,7 +667,7 @@ async fn a_streaming_producer_that_dies_mid_stream_restarts_the_pipeline_and_cou
     // The first attempt's consumer saw part of the data, if it finished before the controller
     // stopped it (then it is still there, as history); either way it did not count.
     let (kept, partial, _) = ructl(
-        &cluster.server.addr,
+        &cluster.server.config_path(),
         &["logs", "-n", HERD, "restream.count-1"],
     );
     if kept {

@@ -48,9 +48,17 @@ async fn ready_is_sent_once_the_node_is_registered_not_before() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
+    // The apiserver's CAs and the admin's configuration exist before it runs (as they do once
+    // it has run once); the apiserver started below keeps them.
+    let apiserver_dir = dir.path().join("apiserver");
+    let pki = apiserver::pki::Pki::open(&apiserver_dir.join("tls")).unwrap();
+    let config_path = apiserver_dir.join(rubeapi::config::ADMIN_FILE);
+    let config = pki.admin_config(&config_path, &addr).unwrap();
     let subtree = format!("rube-test-ready-{}", std::process::id());
     let mut rubelet = Command::new(env!("CARGO_BIN_EXE_rubelet"))
-        .args(["--name", "ready-1", "--server", &addr, "--state-dir"])
+        .args(["--name", "ready-1", "--config"])
+        .arg(&config_path)
+        .arg("--state-dir")
         .arg(dir.path().join("state"))
         .args(["--listen", "127.0.0.1:0", "--renew-interval", "200ms"])
         .args(["--cgroup-subtree", &subtree])
@@ -73,13 +81,13 @@ async fn ready_is_sent_once_the_node_is_registered_not_before() {
 
     let mut apiserver = Command::new(apiserver_bin())
         .args(["--listen", &addr, "--metrics-listen", "off", "--data-dir"])
-        .arg(dir.path().join("apiserver"))
+        .arg(&apiserver_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let after = notifications(&socket, Duration::from_secs(20), "READY=1");
-    let client = Client::connect(&addr).await.unwrap();
+    let client = Client::connect(&config).await.unwrap();
     let node = client.get("rube.Node", "", "ready-1").await;
     let _ = rubelet.kill();
     let _ = rubelet.wait();

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
-use rubeapi::client::{DEFAULT_SERVER, at_revision, must_not_exist};
+use rubeapi::client::{at_revision, must_not_exist};
 use rubeapi::rube::{PutRequest, Selector, watch_event};
 use rubeapi::{Client, Error, Registry, text};
 
@@ -26,9 +26,14 @@ use crate::display::Output;
     about = "Put, get, list, delete and watch Rube objects"
 )]
 struct Cli {
-    /// The apiserver's address
-    #[arg(long, global = true, env = "RUBE_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
+    /// The client configuration (server, CA, certificate and key) [default: $RUBE_CONFIG, then
+    /// the local apiserver's admin.conf, then ~/.config/rube/config]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+
+    /// The apiserver's address, instead of the configuration's (still over TLS)
+    #[arg(long, global = true, env = "RUBE_SERVER")]
+    server: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -94,6 +99,8 @@ enum Command {
     Compact { revision: u64 },
     /// List the kinds the apiserver stores
     Types,
+    /// Show which client configuration is in use, and who it says you are
+    Config,
     /// Show a pipeline's steps; skip, retry, pause, resume
     #[command(subcommand)]
     Pipeline(pipeline::Command),
@@ -156,7 +163,16 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let client = Client::connect(&cli.server).await?;
+    let mut found = rubeapi::config::find(cli.config.as_deref())?;
+    if let Some(server) = &cli.server {
+        found.config.server.clone_from(server);
+    }
+    if let Command::Config = cli.command {
+        return show_config(&found);
+    }
+    let client = Client::connect(&found.config)
+        .await
+        .with_context(|| format!("with the client configuration {}", found.path.display()))?;
     let registry = client
         .registry()
         .await
@@ -232,6 +248,7 @@ async fn run(cli: Cli) -> Result<()> {
             out.types(&registry);
             Ok(())
         }
+        Command::Config => show_config(&found),
         Command::Pipeline(command) => pipeline::run(&client, command).await,
         Command::Logs {
             namespace,
@@ -239,6 +256,33 @@ async fn run(cli: Cli) -> Result<()> {
             follow,
         } => logs::logs(&client, &namespace, &name, follow).await,
     }
+}
+
+/// `ructl config`: the file, why it was chosen, the server, and the identity in its
+/// certificate.
+fn show_config(found: &rubeapi::config::Found) -> Result<()> {
+    println!("config:  {} ({})", found.path.display(), found.source);
+    println!("server:  {}", found.config.server);
+    let (_, pem) = x509_parser::pem::parse_x509_pem(found.config.cert_pem.as_bytes())
+        .context("the configuration's certificate is not PEM")?;
+    let cert = pem
+        .parse_x509()
+        .context("the configuration's certificate does not parse")?;
+    let subject = cert.subject();
+    let user = subject
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!("user:    {user}");
+    println!("groups:  {groups}");
+    println!("expires: {}", cert.validity().not_after);
+    Ok(())
 }
 
 /// Compiles `file` with protox, resolving imports from its directory, `include` and the

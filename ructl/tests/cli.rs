@@ -21,8 +21,8 @@ struct Run {
 
 async fn ructl(server: &TestServer, args: &[&str], stdin: &str) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ructl"))
-        .arg("--server")
-        .arg(server.address())
+        .arg("--config")
+        .arg(server.config_path())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -58,8 +58,8 @@ struct Watcher {
 impl Watcher {
     async fn start(server: &TestServer, args: &[&str]) -> Watcher {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ructl"))
-            .arg("--server")
-            .arg(server.address())
+            .arg("--config")
+            .arg(server.config_path())
             .arg("watch")
             .args(args)
             .stdout(Stdio::piped())
@@ -612,5 +612,69 @@ async fn custom_types_are_registered_validated_and_survive_a_restart() {
             .contains("message type 'example.files.File' not found"),
         "{}",
         run.stderr
+    );
+}
+
+#[tokio::test]
+async fn ructl_config_says_which_file_and_who() {
+    let server = TestServer::start().await;
+    let shown = ok(&server, &["config"], "").await;
+    let path = server.config_path().display().to_string();
+    assert!(
+        shown.contains(&format!("config:  {path} (given with --config)")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("server:  {}", server.address())),
+        "{shown}"
+    );
+    assert!(shown.contains("user:    admin"), "{shown}");
+    assert!(shown.contains("groups:  rube:admins"), "{shown}");
+}
+
+#[tokio::test]
+async fn without_a_configuration_ructl_says_where_it_looked_and_connects_nowhere() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ructl"))
+        .args(["list", "-t", "runink.Herd"])
+        .env_remove("RUBE_CONFIG")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no client configuration"), "{stderr}");
+    assert!(
+        stderr.contains(
+            &home
+                .path()
+                .join("data/rube/admin.conf")
+                .display()
+                .to_string()
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_configuration_is_named_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.conf");
+    std::fs::write(&broken, "server: \"127.0.0.1:1\"\nca_pem: oops\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ructl"))
+        .arg("--config")
+        .arg(&broken)
+        .args(["list", "-t", "runink.Herd"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: 2:", broken.display())),
+        "{stderr}"
     );
 }

@@ -10,8 +10,8 @@ const WORDCOUNT: &str = include_str!("../../examples/analytics/wordcount.textpro
 
 fn ructl(server: &TestServer, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ructl"))
-        .arg("--server")
-        .arg(server.address())
+        .arg("--config")
+        .arg(server.config_path())
         .args(args)
         .output()
         .expect("run ructl");

@@ -126,11 +126,11 @@ fn cpu() -> Duration {
 }
 
 /// Puts `n` slices into `namespace` from [`WRITERS`] clients, one put in flight each.
-async fn put_all(addr: &str, namespace: &str, n: usize) {
+async fn put_all(config: &rubeapi::rube::ClientConfig, namespace: &str, n: usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..WRITERS {
-        let client = Client::connect(addr).await.expect("connect");
+        let client = Client::connect(config).await.expect("connect");
         let next = next.clone();
         let namespace = namespace.to_owned();
         writers.spawn(async move {
@@ -258,10 +258,10 @@ struct Row {
 
 async fn bench(n: usize) -> Vec<Row> {
     let server = TestServer::start().await;
-    let addr = server.address();
+    let config = server.config().clone();
     let client = server.client().await;
 
-    put_all(&addr, "listed", n).await;
+    put_all(&config, "listed", n).await;
     // One list before anything is measured, so no row pays for a cold page cache.
     let listed = client.list(selector("listed")).await.expect("list");
     assert_eq!(listed.objects.len(), n);
@@ -299,7 +299,7 @@ async fn bench(n: usize) -> Vec<Row> {
             lag: None,
         });
 
-        let peer = measure(put_all(&addr, &format!("raw-{concurrency}"), n)).await;
+        let peer = measure(put_all(&config, &format!("raw-{concurrency}"), n)).await;
         let namespace = format!("burst-{concurrency}");
         let what = format!("burst, concurrency {concurrency}");
         let running = Running::start(&client, &namespace, concurrency);
@@ -309,7 +309,7 @@ async fn bench(n: usize) -> Vec<Row> {
         }
         let mut put_done = None;
         let framework = measure(async {
-            put_all(&addr, &namespace, n).await;
+            put_all(&config, &namespace, n).await;
             put_done = Some(Instant::now());
             running.until_reconciled(n, &what).await;
         })

@@ -170,16 +170,24 @@ impl Running {
 
 /// A TCP proxy to whichever apiserver is current.
 struct Proxy {
-    addr: SocketAddr,
+    /// The admin's configuration, pointed at the proxy.
+    config: rubeapi::rube::ClientConfig,
     backend: Arc<Mutex<Option<SocketAddr>>>,
     connections: Arc<Mutex<CancellationToken>>,
     task: JoinHandle<()>,
 }
 
 impl Proxy {
-    async fn start(backend: SocketAddr) -> Proxy {
+    /// A proxy to `server`; a server restarted on the same data dir keeps its CAs and the
+    /// admin's credential, so the proxy's configuration stays good.
+    async fn start(server: &TestServer) -> Proxy {
+        let backend = server.addr;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let config = rubeapi::rube::ClientConfig {
+            server: addr.to_string(),
+            ..server.config().clone()
+        };
         let backend = Arc::new(Mutex::new(Some(backend)));
         let connections = Arc::new(Mutex::new(CancellationToken::new()));
         let task = tokio::spawn({
@@ -203,15 +211,17 @@ impl Proxy {
             }
         });
         Proxy {
-            addr,
+            config,
             backend,
             connections,
             task,
         }
     }
 
+    /// A client that connects on its first call, as a rubelet's does: the proxy may be cut
+    /// when it is made (a TLS connection is not made until the handshake is through).
     async fn client(&self) -> Client {
-        Client::connect(&self.addr.to_string()).await.unwrap()
+        Client::connect_lazy(&self.config).unwrap()
     }
 
     /// Closes every open connection and refuses new ones until [`Proxy::point_to`].
@@ -296,7 +306,7 @@ async fn puts_are_reconciled_updates_followed_and_deletes_cleaned_up() {
 async fn compaction_while_disconnected_forces_a_relist_that_sees_every_change() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let proxy = Proxy::start(server.addr).await;
+    let proxy = Proxy::start(&server).await;
     let root = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
 
@@ -339,7 +349,7 @@ async fn compaction_while_disconnected_forces_a_relist_that_sees_every_change() 
 async fn a_disconnect_resumes_the_watch_from_the_last_revision_without_relisting() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let proxy = Proxy::start(server.addr).await;
+    let proxy = Proxy::start(&server).await;
     let root = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
 
@@ -366,7 +376,7 @@ async fn a_restarted_apiserver_is_resumed_from_the_last_revision_without_redoing
     let server =
         TestServer::start_in(data.path(), SqliteOptions::default(), Limits::default()).await;
     let client = server.client().await;
-    let proxy = Proxy::start(server.addr).await;
+    let proxy = Proxy::start(&server).await;
     let root = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
 
@@ -487,7 +497,7 @@ async fn a_failing_executor_backs_off_and_recovers() {
 async fn with_a_mirror_a_restarted_controller_reconciles_before_the_apiserver_answers() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let proxy = Proxy::start(server.addr).await;
+    let proxy = Proxy::start(&server).await;
     let root = tempfile::tempdir().unwrap();
     let mirror = Arc::new(MemoryMirror::default());
     let metrics = Metrics::new();

@@ -1,4 +1,4 @@
-//! `file-controller --server ADDR --node NAME --root DIR`: registers the `example.files` type,
+//! `file-controller [--config FILE] --node NAME --root DIR`: registers the `example.files` type,
 //! then keeps the files of the `example.files.File` objects bound to NODE under DIR.
 
 use std::path::PathBuf;
@@ -13,8 +13,10 @@ use rubeapi::rube::{PutRequest, Type};
 #[derive(Debug, Parser)]
 #[command(about = "Example Rube controller: files on a node, from example.files.File objects")]
 struct Args {
-    #[arg(long, env = "RUBE_SERVER", default_value = rubeapi::client::DEFAULT_SERVER)]
-    server: String,
+    /// The client configuration, found as ructl finds it when left out ($RUBE_CONFIG, the
+    /// local apiserver's admin.conf, ~/.config/rube/config)
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// This node's name: objects labelled node=NAME are this controller's
     #[arg(long)]
     node: String,
@@ -29,7 +31,8 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let client = Client::connect(&args.server).await?;
+    let found = rubeapi::config::find(args.config.as_deref())?;
+    let client = Client::connect(&found.config).await?;
     // Like an operator installing its CRD: register the type this controller serves.
     let spec = Type {
         file_descriptor_set: DESCRIPTOR_SET.to_vec(),

@@ -25,7 +25,9 @@ impl Drop for Running {
 fn start(server: &TestServer, node: &str, root: &Path) -> Running {
     Running(
         Command::new(env!("CARGO_BIN_EXE_file-controller"))
-            .args(["--server", &server.address(), "--node", node, "--root"])
+            .arg("--config")
+            .arg(server.config_path())
+            .args(["--node", node, "--root"])
             .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -56,10 +56,11 @@ pub fn ructl_bin() -> PathBuf {
     bin
 }
 
-/// Runs `ructl --server SERVER ARGS...`; returns (success, stdout, stderr).
-pub fn ructl(server: &str, args: &[&str]) -> (bool, String, String) {
+/// Runs `ructl --config CONFIG ARGS...`; returns (success, stdout, stderr).
+pub fn ructl(config: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(ructl_bin())
-        .args(["--server", server])
+        .arg("--config")
+        .arg(config)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -139,8 +140,14 @@ impl Apiserver {
         }
     }
 
+    /// The admin's client configuration the apiserver wrote in its data dir.
+    pub fn config_path(&self) -> PathBuf {
+        self.data.path().join(rubeapi::config::ADMIN_FILE)
+    }
+
     pub async fn client(&self) -> Client {
-        Client::connect(&self.addr)
+        let config = rubeapi::config::load(&self.config_path()).expect("the admin configuration");
+        Client::connect(&config)
             .await
             .expect("connect to the apiserver")
     }
@@ -157,34 +164,34 @@ pub struct Rubelet {
     pub name: String,
     pub state: tempfile::TempDir,
     pub subtree: String,
-    server: String,
+    config: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Rubelet {
-    /// Starts `rubelet --name NAME` against `server` with fast renewals and a short kill grace.
-    pub fn start(name: &str, server: &str, args: &[&str]) -> Rubelet {
+    /// Starts `rubelet --name NAME --config CONFIG` with fast renewals and a short kill grace.
+    pub fn start(name: &str, config: &Path, args: &[&str]) -> Rubelet {
         // Unique per rubelet: tests of one binary run in parallel with the same process id and
         // often the same node names, and a rubelet sweeps its subtree of what it does not know.
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let subtree = format!("rube-test-{name}-{}-{n}", std::process::id());
-        Rubelet::start_in(&subtree, name, server, args)
+        Rubelet::start_in(&subtree, name, config, args)
     }
 
     /// As [`Rubelet::start`], in the cgroup subtree `subtree`. Tests of one binary run in
     /// parallel, and two rubelets of the same name must not share a subtree: each sweeps and
     /// finally removes everything in its own.
-    pub fn start_in(subtree: &str, name: &str, server: &str, args: &[&str]) -> Rubelet {
+    pub fn start_in(subtree: &str, name: &str, config: &Path, args: &[&str]) -> Rubelet {
         let state = tempfile::tempdir().expect("temp dir");
         let log = state.path().join("rubelet.log");
         let mut rubelet = Rubelet {
             name: name.to_owned(),
             subtree: subtree.to_owned(),
             state,
-            server: server.to_owned(),
+            config: config.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
             log,
@@ -202,13 +209,9 @@ impl Rubelet {
             .open(&self.log)
             .expect("rubelet log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rubelet"))
-            .args([
-                "--name",
-                &self.name,
-                "--server",
-                &self.server,
-                "--state-dir",
-            ])
+            .args(["--name", &self.name, "--config"])
+            .arg(&self.config)
+            .arg("--state-dir")
             .arg(self.state.path())
             .args(["--listen", "127.0.0.1:0", "--renew-interval", "200ms"])
             .args(["--cgroup-subtree", &self.subtree, "--kill-grace", "1s"])
