@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "rube/api.proto",
     "rube/node.proto",
     "rube/auth.proto",
+    "rube/rbac.proto",
     "runink/herd.proto",
     "runink/slice.proto",
     "runink/pipeline.proto",

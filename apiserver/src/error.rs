@@ -59,6 +59,10 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// The caller may not do this; the message names who, the verb, the kind and where.
+    #[error("{0}")]
+    Forbidden(String),
+
     /// A certificate or key that cannot be made, read or used.
     #[error("{0}")]
     Pki(String),
@@ -102,6 +106,7 @@ impl Error {
             Error::InBatch { source, .. } => source.code(),
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) | Error::Pki(_) => Code::Internal,
+            Error::Forbidden(_) => Code::PermissionDenied,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`nodes`]: marks nodes NOT_READY when their leases expire.
 //! - [`pki`]: the CAs, serving certificate and admin credential made at first start.
 //! - [`auth`]: the caller's identity from its verified client certificate.
+//! - [`rbac`]: who may do what (Roles, ClusterRoles and their bindings), checked on every call.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
 //! - `testing` (feature `testing`): a real server on a temp dir and port 0, for tests.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod pki;
 pub mod quota;
+pub mod rbac;
 pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -83,7 +85,14 @@ pub async fn serve<S: Store>(
         tracing::warn!(%error, "cannot load registered types");
     }
     let sync = types::spawn_sync(store.clone(), registry.clone(), cancel.clone());
-    let service = ApiService::new(store, registry, limits, metrics, cancel.clone());
+    // Who may do what: the policy as the store holds it, kept current by a watch. Until it is
+    // loaded, nothing is allowed.
+    let authorizer = Arc::new(rbac::Authorizer::default());
+    if let Err(error) = rbac::refresh(&*store, &authorizer).await {
+        tracing::warn!(%error, "cannot load the RBAC policy");
+    }
+    let rbac_sync = rbac::spawn_sync(store.clone(), authorizer.clone(), cancel.clone());
+    let service = ApiService::new(store, registry, limits, metrics, authorizer, cancel.clone());
     let server = ApiServerServer::new(service)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd)
@@ -117,6 +126,7 @@ pub async fn serve<S: Store>(
         Err(error) => {
             cancel.cancel();
             let _ = sync.await;
+            let _ = rbac_sync.await;
             return Err(error);
         }
     };
@@ -128,6 +138,7 @@ pub async fn serve<S: Store>(
     // The store must be free to reopen once this returns.
     cancel.cancel();
     let _ = sync.await;
+    let _ = rbac_sync.await;
     served
 }
 

@@ -30,8 +30,8 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A certificate this close to its expiry is issued again at start.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(90 * 24 * 3600);
-/// The admin's group, bound to every permission.
-pub const ADMINS: &str = "rube:admins";
+/// The admin's group, which may do everything.
+pub const ADMINS: &str = crate::rbac::SUPERUSERS;
 /// The admin's user name.
 pub const ADMIN: &str = "admin";
 

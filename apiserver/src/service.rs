@@ -22,8 +22,10 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::admission::{self, Limits};
+use crate::auth::{self, Identity};
 use crate::herds::Accounting;
 use crate::metrics::Metrics;
+use crate::rbac::{self, Action, Authorizer, Verb};
 use crate::store::{Expect, Key, Op, PutOp, Store, Written};
 use crate::types;
 
@@ -37,6 +39,8 @@ pub struct ApiService<S> {
     shutdown: CancellationToken,
     /// Herd usage and quotas, kept in the same transaction as each change.
     accounting: Accounting,
+    /// Who may do what (RBAC), kept current from the store.
+    authorizer: Arc<Authorizer>,
 }
 
 impl<S: Store> ApiService<S> {
@@ -45,6 +49,7 @@ impl<S: Store> ApiService<S> {
         registry: Registry,
         limits: Limits,
         metrics: Arc<Metrics>,
+        authorizer: Arc<Authorizer>,
         shutdown: CancellationToken,
     ) -> Self {
         ApiService {
@@ -54,7 +59,149 @@ impl<S: Store> ApiService<S> {
             metrics,
             shutdown,
             accounting: Accounting::default(),
+            authorizer,
         }
+    }
+
+    /// Refuses `action` unless the policy allows it to `who`.
+    fn authorize(&self, who: &Identity, action: Action<'_>) -> Result<(), Error> {
+        if self.authorizer.policy().allows(who, &action) {
+            return Ok(());
+        }
+        Err(Error::Forbidden(forbidden(who, &action)))
+    }
+
+    /// The verb of a put: `create` when the object does not exist (or must not), `update`
+    /// when it does (or must be at a revision).
+    async fn put_verb(&self, op: &PutOp) -> Result<Verb, Error> {
+        Ok(match op.expect {
+            Some(Expect::Absent) => Verb::Create,
+            Some(Expect::Revision(_)) => Verb::Update,
+            None => match self.store.get(Key::of(&op.object)).await {
+                Ok(_) => Verb::Update,
+                Err(Error::NotFound { .. }) => Verb::Create,
+                Err(other) => return Err(other),
+            },
+        })
+    }
+
+    /// Authorizes one admitted put: its verb on its key, and for roles and bindings that the
+    /// caller holds every permission they would give (no escalation).
+    async fn authorize_put(
+        &self,
+        who: &Identity,
+        op: &PutOp,
+        batch: &[&Object],
+    ) -> Result<(), Error> {
+        let key = Key::of(&op.object);
+        let verb = self.put_verb(op).await?;
+        self.authorize(
+            who,
+            Action {
+                verb,
+                kind: &key.type_name,
+                namespace: &key.namespace,
+                name: &key.name,
+            },
+        )?;
+        if !rbac::is_rbac_kind(&key.type_name) {
+            return Ok(());
+        }
+        let (rules, namespace) = self.rules_given(&op.object, batch).await?;
+        if self
+            .authorizer
+            .policy()
+            .covers(who, &rules, namespace.as_deref())
+        {
+            return Ok(());
+        }
+        Err(Error::Forbidden(format!(
+            "{who} may not {verb} {key}: it would give permissions {who} does not hold{}",
+            namespace.map_or_else(
+                || " everywhere".to_owned(),
+                |n| format!(" in namespace {n}")
+            )
+        )))
+    }
+
+    /// The rules an RBAC object gives, and where (`None`: everywhere).
+    async fn rules_given(
+        &self,
+        object: &Object,
+        batch: &[&Object],
+    ) -> Result<(Vec<rubeapi::rube::PolicyRule>, Option<String>), Error> {
+        use rubeapi::object::ObjectExt;
+        use rubeapi::rube::role_ref::Kind as RefKind;
+        use rubeapi::rube::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+        let decode = |e: rubeapi::Error| Error::Invalid(e.to_string());
+        let namespace = object.namespace().to_owned();
+        let cluster_role = |name: String| async move {
+            let key = Key::new(&ClusterRole::full_name(), "", &name);
+            match self.role_object(&key, batch).await {
+                Ok(o) => Ok(o.spec_as::<ClusterRole>().map_err(decode)?.rules),
+                Err(Error::NotFound { .. }) => Err(Error::Invalid(format!(
+                    "the binding refers to {key}, which does not exist"
+                ))),
+                Err(other) => Err(other),
+            }
+        };
+        Ok(match object.type_name() {
+            t if t == Role::full_name() => (
+                object.spec_as::<Role>().map_err(decode)?.rules,
+                Some(namespace),
+            ),
+            t if t == ClusterRole::full_name() => {
+                (object.spec_as::<ClusterRole>().map_err(decode)?.rules, None)
+            }
+            t if t == RoleBinding::full_name() => {
+                let binding = object.spec_as::<RoleBinding>().map_err(decode)?;
+                let role = binding.role.unwrap_or_default();
+                let rules = match role.kind() {
+                    RefKind::ClusterRole => cluster_role(role.name).await?,
+                    RefKind::Role => {
+                        let key = Key::new(&Role::full_name(), &namespace, &role.name);
+                        match self.role_object(&key, batch).await {
+                            Ok(o) => o.spec_as::<Role>().map_err(decode)?.rules,
+                            Err(Error::NotFound { .. }) => {
+                                return Err(Error::Invalid(format!(
+                                    "the binding refers to {key}, which does not exist"
+                                )));
+                            }
+                            Err(other) => return Err(other),
+                        }
+                    }
+                    RefKind::Unspecified => {
+                        return Err(Error::Invalid("role.kind: say ROLE or CLUSTER_ROLE".into()));
+                    }
+                };
+                (rules, Some(namespace))
+            }
+            t if t == ClusterRoleBinding::full_name() => {
+                let binding = object.spec_as::<ClusterRoleBinding>().map_err(decode)?;
+                (cluster_role(binding.role).await?, None)
+            }
+            _ => (Vec::new(), None),
+        })
+    }
+
+    /// The role at `key`: as `batch` puts it, or as the store has it.
+    async fn role_object(&self, key: &Key, batch: &[&Object]) -> Result<Object, Error> {
+        match batch.iter().find(|o| Key::of(o) == *key) {
+            Some(object) => Ok((*object).clone()),
+            None => self.store.get(key.clone()).await,
+        }
+    }
+
+    /// Reloads the policy when `written` touched an RBAC object, so the change holds for the
+    /// next call through this apiserver (others follow by their watch).
+    async fn refresh_policy_after(&self, written: &[Written]) -> Result<(), Error> {
+        if written
+            .iter()
+            .any(|w| rbac::is_rbac_kind(&Key::of(&w.object).type_name))
+        {
+            rbac::refresh(&*self.store, &self.authorizer).await?;
+        }
+        Ok(())
     }
 
     async fn observe<T>(
@@ -77,9 +224,13 @@ impl<S: Store> ApiService<S> {
         }
     }
 
-    /// Admits and applies puts atomically; a put of a `rube.Type` is checked against the other
-    /// registered types first and reloads the registry after.
-    async fn apply_puts(&self, puts: Vec<PutRequest>) -> Result<Vec<Written>, Error> {
+    /// Admits, authorizes and applies puts atomically; a put of a `rube.Type` is checked
+    /// against the other registered types first and reloads the registry after.
+    async fn apply_puts(
+        &self,
+        who: &Identity,
+        puts: Vec<PutRequest>,
+    ) -> Result<Vec<Written>, Error> {
         let count = puts.len();
         let mut ops = Vec::with_capacity(count);
         for (index, put) in puts.into_iter().enumerate() {
@@ -87,12 +238,20 @@ impl<S: Store> ApiService<S> {
             let op = self
                 .admit_put(put)
                 .map_err(|e| e.in_batch(index, count, &key))?;
+            ops.push(op);
+        }
+        // A binding may name a role made in the same batch.
+        let batch: Vec<&Object> = ops.iter().map(|op| &op.object).collect();
+        for (index, op) in ops.iter().enumerate() {
+            let key = Key::of(&op.object);
+            self.authorize_put(who, op, &batch)
+                .await
+                .map_err(|e| e.in_batch(index, count, &key))?;
             if key.type_name == types::TYPE_KIND {
                 types::admit_type(&*self.store, &self.registry, &op.object)
                     .await
                     .map_err(|e| e.in_batch(index, count, &key))?;
             }
-            ops.push(op);
         }
         let touches_types = ops
             .iter()
@@ -108,6 +267,7 @@ impl<S: Store> ApiService<S> {
         if touches_types {
             types::refresh(&*self.store, &self.registry).await?;
         }
+        self.refresh_policy_after(&written).await?;
         Ok(written)
     }
 
@@ -139,6 +299,35 @@ fn put_response(written: Written) -> PutResponse {
     }
 }
 
+/// `alice (tenants) may not create runink.Slice in namespace herd-b`.
+fn forbidden(who: &Identity, action: &Action<'_>) -> String {
+    let what = if action.kind == rbac::ANY {
+        "the store".to_owned()
+    } else {
+        action.kind.to_owned()
+    };
+    let place = match (action.namespace.is_empty(), action.name.is_empty()) {
+        (false, _) => format!(" in namespace {}", action.namespace),
+        (true, false) => format!(" {}", action.name),
+        (true, true) => " across namespaces".to_owned(),
+    };
+    format!("{who} may not {} {what}{place}", action.verb)
+}
+
+/// Whether `who` may see `object` through `verb` (list or watch).
+fn may_see(policy: &rbac::Policy, who: &Identity, verb: Verb, object: &Object) -> bool {
+    use rubeapi::object::ObjectExt;
+    policy.allows(
+        who,
+        &Action {
+            verb,
+            kind: object.type_name(),
+            namespace: object.namespace(),
+            name: object.name(),
+        },
+    )
+}
+
 fn filter_of(selector: Option<rubeapi::rube::Selector>) -> Result<Filter, Error> {
     Filter::from_selector(&selector.unwrap_or_default()).map_err(|e| Error::Invalid(e.to_string()))
 }
@@ -148,8 +337,9 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 #[tonic::async_trait]
 impl<S: Store> ApiServer for ApiService<S> {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("Put", async {
-            let mut written = self.apply_puts(vec![request.into_inner()]).await?;
+            let mut written = self.apply_puts(&who, vec![request.into_inner()]).await?;
             Ok(put_response(written.remove(0)))
         })
         .await
@@ -159,12 +349,13 @@ impl<S: Store> ApiServer for ApiService<S> {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("Apply", async {
             let puts = request.into_inner().puts;
             if puts.is_empty() {
                 return Err(Error::Invalid("the request has no objects".into()));
             }
-            let written = self.apply_puts(puts).await?;
+            let written = self.apply_puts(&who, puts).await?;
             Ok(ApplyResponse {
                 results: written.into_iter().map(put_response).collect(),
             })
@@ -173,15 +364,26 @@ impl<S: Store> ApiServer for ApiService<S> {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("Get", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
+            self.authorize(
+                &who,
+                Action {
+                    verb: Verb::Get,
+                    kind: &key.type_name,
+                    namespace: &key.namespace,
+                    name: &key.name,
+                },
+            )?;
             self.store.get(key).await
         })
         .await
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("List", async {
             let filter = filter_of(request.into_inner().selector)?;
             if !filter.type_name.is_empty() {
@@ -189,9 +391,31 @@ impl<S: Store> ApiServer for ApiService<S> {
                     .kind(&filter.type_name)
                     .map_err(|e| Error::Invalid(e.to_string()))?;
             }
+            let policy = self.authorizer.policy();
+            if !policy.allows_some(&who, Verb::List, &filter.type_name, &filter.namespace) {
+                return Err(Error::Forbidden(forbidden(
+                    &who,
+                    &Action {
+                        verb: Verb::List,
+                        kind: if filter.type_name.is_empty() {
+                            rbac::ANY
+                        } else {
+                            &filter.type_name
+                        },
+                        namespace: &filter.namespace,
+                        name: "",
+                    },
+                )));
+            }
             let listing = self.store.list(filter).await?;
+            // Only what the caller may see: a tenant listing across namespaces gets its own.
+            let objects = listing
+                .objects
+                .into_iter()
+                .filter(|o| may_see(&policy, &who, Verb::List, o))
+                .collect();
             Ok(ListResponse {
-                objects: listing.objects,
+                objects,
                 revision: listing.revision,
             })
         })
@@ -202,9 +426,19 @@ impl<S: Store> ApiServer for ApiService<S> {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("Delete", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
+            self.authorize(
+                &who,
+                Action {
+                    verb: Verb::Delete,
+                    kind: &key.type_name,
+                    namespace: &key.namespace,
+                    name: &key.name,
+                },
+            )?;
             let is_type = key.type_name == types::TYPE_KIND;
             if is_type {
                 types::admit_type_delete(&*self.store, &self.registry, &key.name).await?;
@@ -214,6 +448,8 @@ impl<S: Store> ApiServer for ApiService<S> {
             if is_type {
                 types::refresh(&*self.store, &self.registry).await?;
             }
+            self.refresh_policy_after(std::slice::from_ref(&written))
+                .await?;
             Ok(DeleteResponse {
                 object: Some(written.object),
                 outcome: written.outcome.into(),
@@ -226,9 +462,19 @@ impl<S: Store> ApiServer for ApiService<S> {
         &self,
         request: Request<UpdateStatusRequest>,
     ) -> Result<Response<Object>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("UpdateStatus", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
+            self.authorize(
+                &who,
+                Action {
+                    verb: Verb::UpdateStatus,
+                    kind: &key.type_name,
+                    namespace: &key.namespace,
+                    name: &key.name,
+                },
+            )?;
             let mut status = r
                 .status
                 .ok_or_else(|| Error::Invalid("the request has no status".into()))?;
@@ -249,6 +495,7 @@ impl<S: Store> ApiServer for ApiService<S> {
     type WatchStream = EventStream;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("Watch", async {
             let r = request.into_inner();
             let filter = filter_of(r.selector)?;
@@ -257,16 +504,40 @@ impl<S: Store> ApiServer for ApiService<S> {
                     .kind(&filter.type_name)
                     .map_err(|e| Error::Invalid(e.to_string()))?;
             }
+            let (kind, namespace) = (filter.type_name.clone(), filter.namespace.clone());
+            let denied = move |who: &Identity| {
+                forbidden(
+                    who,
+                    &Action {
+                        verb: Verb::Watch,
+                        kind: if kind.is_empty() { rbac::ANY } else { &kind },
+                        namespace: &namespace,
+                        name: "",
+                    },
+                )
+            };
+            let watchable = {
+                let (kind, namespace) = (filter.type_name.clone(), filter.namespace.clone());
+                move |policy: &rbac::Policy, who: &Identity| {
+                    policy.allows_some(who, Verb::Watch, &kind, &namespace)
+                }
+            };
+            if !watchable(&self.authorizer.policy(), &who) {
+                return Err(Error::Forbidden(denied(&who)));
+            }
             let events = self
                 .store
                 .watch(filter, r.from_revision, self.shutdown.child_token())
                 .await?;
             let guard = self.metrics.watch_opened();
-            let stream = events.map(move |item| {
-                let _open = &guard;
-                item.map_err(Status::from)
-            });
-            Ok(Box::pin(stream) as EventStream)
+            Ok(Box::pin(authorized_events(
+                events,
+                self.authorizer.clone(),
+                who,
+                watchable,
+                denied,
+                guard,
+            )) as EventStream)
         })
         .await
     }
@@ -275,7 +546,17 @@ impl<S: Store> ApiServer for ApiService<S> {
         &self,
         request: Request<CompactRequest>,
     ) -> Result<Response<CompactResponse>, Status> {
+        let who = auth::caller(&request)?.clone();
         self.observe("Compact", async {
+            self.authorize(
+                &who,
+                Action {
+                    verb: Verb::Compact,
+                    kind: rbac::ANY,
+                    namespace: "",
+                    name: "",
+                },
+            )?;
             let bounds = self.store.compact(request.into_inner().revision).await?;
             Ok(CompactResponse {
                 compacted_revision: bounds.compacted,
@@ -296,4 +577,69 @@ impl<S: Store> ApiServer for ApiService<S> {
         })
         .await
     }
+}
+
+/// A watch's events as its caller may see them: each event is shown only if the current
+/// policy lets the caller watch that object, and when the caller loses the right to watch at
+/// all, the stream ends with `PERMISSION_DENIED` rather than go on.
+fn authorized_events<E, G>(
+    events: E,
+    authorizer: Arc<Authorizer>,
+    who: Identity,
+    watchable: impl Fn(&rbac::Policy, &Identity) -> bool + Send + Sync + 'static,
+    denied: impl Fn(&Identity) -> String + Send + Sync + 'static,
+    guard: G,
+) -> impl Stream<Item = Result<WatchEvent, Status>> + Send
+where
+    E: Stream<Item = Result<WatchEvent, Error>> + Send + Unpin + 'static,
+    G: Send + 'static,
+{
+    use rubeapi::rube::watch_event::Event;
+    let changes = authorizer.subscribe();
+    let (watchable, denied) = (Arc::new(watchable), Arc::new(denied));
+    futures::stream::unfold(
+        (events, changes, false),
+        move |(mut events, mut changes, ended)| {
+            // The guard lives as long as the stream: it counts the open watch.
+            let _open = &guard;
+            let authorizer = authorizer.clone();
+            let who = who.clone();
+            let (watchable, denied) = (watchable.clone(), denied.clone());
+            async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    tokio::select! {
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                continue;
+                            }
+                            if !watchable(&authorizer.policy(), &who) {
+                                let status = Status::permission_denied(denied(&who));
+                                return Some((Err(status), (events, changes, true)));
+                            }
+                        }
+                        item = events.next() => {
+                            let event = match item? {
+                                Ok(event) => event,
+                                Err(error) => {
+                                    return Some((Err(Status::from(error)), (events, changes, false)));
+                                }
+                            };
+                            let visible = match &event.event {
+                                Some(Event::Update(o) | Event::Delete(o)) => {
+                                    may_see(&authorizer.policy(), &who, Verb::Watch, o)
+                                }
+                                _ => true,
+                            };
+                            if visible {
+                                return Some((Ok(event), (events, changes, false)));
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }

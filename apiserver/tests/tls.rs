@@ -14,7 +14,7 @@ async fn count(server: &TestServer) -> usize {
     server
         .client()
         .await
-        .list(Selector::default())
+        .list(Selector::of::<Herd>())
         .await
         .unwrap()
         .objects

@@ -246,8 +246,12 @@ mod tests {
                 Scope::Namespaced,
                 Some("api.systemd.UnitStatus"),
             ),
+            ("rube.ClusterRole", Scope::Cluster, None),
+            ("rube.ClusterRoleBinding", Scope::Cluster, None),
             ("rube.Lease", Scope::Cluster, None),
             ("rube.Node", Scope::Cluster, Some("rube.NodeStatus")),
+            ("rube.Role", Scope::Namespaced, None),
+            ("rube.RoleBinding", Scope::Namespaced, None),
             ("rube.Type", Scope::Cluster, None),
             ("runink.Herd", Scope::Cluster, Some("runink.HerdStatus")),
             (
