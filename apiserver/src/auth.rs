@@ -52,6 +52,12 @@ pub fn identity_of(der: &[u8]) -> Result<Identity, String> {
 #[allow(clippy::result_large_err)] // tonic's interceptor signature
 pub fn authenticate(mut request: Request<()>) -> Result<Request<()>, Status> {
     let certs = request.peer_certs().ok_or_else(|| {
+        tracing::info!(
+            target: crate::service::AUDIT,
+            user = "",
+            code = ?tonic::Code::Unauthenticated,
+            "audit: a call without a client certificate"
+        );
         Status::unauthenticated(
             "no client certificate: connect with a client configuration (ructl --config FILE)",
         )

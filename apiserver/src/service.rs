@@ -224,6 +224,35 @@ impl<S: Store> ApiService<S> {
         }
     }
 
+    /// [`Self::observe`] for a call that changes something, with an audit line: who, the
+    /// method, the objects it named, the revision it took and how it ended (Kubernetes' audit
+    /// log at its metadata level: never a spec, a status or a value).
+    async fn audited<T>(
+        &self,
+        method: &'static str,
+        who: &Identity,
+        objects: Vec<String>,
+        revision: impl Fn(&T) -> u64,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Response<T>, Status> {
+        let result = self.observe(method, call).await;
+        let (code, revision) = match &result {
+            Ok(response) => (tonic::Code::Ok, revision(response.get_ref())),
+            Err(status) => (status.code(), 0),
+        };
+        tracing::info!(
+            target: AUDIT,
+            user = %who.user,
+            groups = %who.groups.join(","),
+            method,
+            objects = %objects.join(" "),
+            revision,
+            code = ?code,
+            "audit"
+        );
+        result
+    }
+
     /// Admits, authorizes and applies puts atomically; a put of a `rube.Type` is checked
     /// against the other registered types first and reloads the registry after.
     async fn apply_puts(
@@ -299,6 +328,27 @@ fn put_response(written: Written) -> PutResponse {
     }
 }
 
+/// The tracing target of audit lines.
+pub const AUDIT: &str = "rube::audit";
+
+/// `runink.Slice herd/name`, or `runink.Herd name` when cluster-scoped.
+fn target(type_name: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        format!("{type_name} {name}")
+    } else {
+        format!("{type_name} {namespace}/{name}")
+    }
+}
+
+fn named(object: &Object) -> String {
+    use rubeapi::object::ObjectExt;
+    target(object.type_name(), object.namespace(), object.name())
+}
+
+fn revision_of(object: &Object) -> u64 {
+    object.metadata.as_ref().map_or(0, |m| m.revision)
+}
+
 /// `alice (tenants) may not create runink.Slice in namespace herd-b`.
 fn forbidden(who: &Identity, action: &Action<'_>) -> String {
     let what = if action.kind == rbac::ANY {
@@ -338,7 +388,9 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 impl<S: Store> ApiServer for ApiService<S> {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let who = auth::caller(&request)?.clone();
-        self.observe("Put", async {
+        let objects = request.get_ref().object.iter().map(named).collect();
+        let revision = |r: &PutResponse| r.object.as_ref().map_or(0, revision_of);
+        self.audited("Put", &who, objects, revision, async {
             let mut written = self.apply_puts(&who, vec![request.into_inner()]).await?;
             Ok(put_response(written.remove(0)))
         })
@@ -350,7 +402,22 @@ impl<S: Store> ApiServer for ApiService<S> {
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
         let who = auth::caller(&request)?.clone();
-        self.observe("Apply", async {
+        let objects = request
+            .get_ref()
+            .puts
+            .iter()
+            .filter_map(|p| p.object.as_ref())
+            .map(named)
+            .collect();
+        let revision = |r: &ApplyResponse| {
+            r.results
+                .iter()
+                .filter_map(|p| p.object.as_ref())
+                .map(revision_of)
+                .max()
+                .unwrap_or(0)
+        };
+        self.audited("Apply", &who, objects, revision, async {
             let puts = request.into_inner().puts;
             if puts.is_empty() {
                 return Err(Error::Invalid("the request has no objects".into()));
@@ -427,7 +494,10 @@ impl<S: Store> ApiServer for ApiService<S> {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let who = auth::caller(&request)?.clone();
-        self.observe("Delete", async {
+        let r = request.get_ref();
+        let objects = vec![target(&r.r#type, &r.namespace, &r.name)];
+        let revision = |r: &DeleteResponse| r.object.as_ref().map_or(0, revision_of);
+        self.audited("Delete", &who, objects, revision, async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
             self.authorize(
@@ -463,7 +533,9 @@ impl<S: Store> ApiServer for ApiService<S> {
         request: Request<UpdateStatusRequest>,
     ) -> Result<Response<Object>, Status> {
         let who = auth::caller(&request)?.clone();
-        self.observe("UpdateStatus", async {
+        let r = request.get_ref();
+        let objects = vec![target(&r.r#type, &r.namespace, &r.name)];
+        self.audited("UpdateStatus", &who, objects, revision_of, async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
             self.authorize(
@@ -547,7 +619,9 @@ impl<S: Store> ApiServer for ApiService<S> {
         request: Request<CompactRequest>,
     ) -> Result<Response<CompactResponse>, Status> {
         let who = auth::caller(&request)?.clone();
-        self.observe("Compact", async {
+        let objects = vec![format!("history up to {}", request.get_ref().revision)];
+        let revision = |r: &CompactResponse| r.compacted_revision;
+        self.audited("Compact", &who, objects, revision, async {
             self.authorize(
                 &who,
                 Action {

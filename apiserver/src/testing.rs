@@ -358,6 +358,11 @@ impl ServerProcess {
     /// `--listen 127.0.0.1:0`, and waits for the line that says where it listens. Without a
     /// `--data-dir` in `args` it gets a temp dir of its own.
     pub fn start(bin: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_logging(bin, args, None)
+    }
+
+    /// [`ServerProcess::start`], with what it logs (stderr) appended to `log`.
+    pub fn start_logging(bin: &str, args: &[&str], log: Option<&Path>) -> ServerProcess {
         use std::io::BufRead;
         let given = args
             .iter()
@@ -378,7 +383,15 @@ impl ServerProcess {
         }
         let mut child = command
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(match log {
+                Some(path) => std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("the apiserver's log")
+                    .into(),
+                None => std::process::Stdio::null(),
+            })
             .spawn()
             .expect("start rube-apiserver");
         let mut line = String::new();

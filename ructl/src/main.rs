@@ -2,6 +2,7 @@
 //! one stream) and prints the result.
 
 mod display;
+mod herd;
 mod logs;
 mod pipeline;
 
@@ -104,6 +105,9 @@ enum Command {
     /// Show a pipeline's steps; skip, retry, pause, resume
     #[command(subcommand)]
     Pipeline(pipeline::Command),
+    /// Make a tenant's Herd: `ructl herd create NAME --owner USER`
+    #[command(subcommand)]
+    Herd(herd::Command),
     /// Print a slice's output (stdout and stderr), read from its node's rubelet
     Logs {
         /// The slice's namespace (its Herd)
@@ -250,6 +254,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Config => show_config(&found),
         Command::Pipeline(command) => pipeline::run(&client, command).await,
+        Command::Herd(command) => herd::run(&client, command).await,
         Command::Logs {
             namespace,
             name,

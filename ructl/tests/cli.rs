@@ -20,9 +20,14 @@ struct Run {
 }
 
 async fn ructl(server: &TestServer, args: &[&str], stdin: &str) -> Run {
+    ructl_with(&server.config_path(), args, stdin).await
+}
+
+/// `ructl --config CONFIG ARGS`, with `stdin`.
+async fn ructl_with(config: &std::path::Path, args: &[&str], stdin: &str) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ructl"))
         .arg("--config")
-        .arg(server.config_path())
+        .arg(config)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -677,4 +682,56 @@ async fn a_broken_configuration_is_named_with_its_line_and_column() {
         stderr.contains(&format!("{}: 2:", broken.display())),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_herd_created_for_an_owner_is_theirs_and_nothing_else_is() {
+    let server = TestServer::start().await;
+    let made = ok(
+        &server,
+        &["herd", "create", "team-a", "--owner", "alice"],
+        "",
+    )
+    .await;
+    assert!(made.contains("runink.Herd team-a created"), "{made}");
+    assert!(
+        made.contains("rube.RoleBinding team-a/owners created"),
+        "{made}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let alice = dir.path().join("alice.conf");
+    rubeapi::config::save(&alice, &server.config_for("alice", None)).unwrap();
+    let slice = |ns: &str| {
+        format!(
+            "metadata {{ namespace: \"{ns}\" name: \"s\" }}\nspec {{ [rube/runink.Slice] {{ command: \"/bin/true\" }} }}\n"
+        )
+    };
+    let mine = ructl_with(&alice, &["put"], &slice("team-a")).await;
+    assert_eq!(mine.code, 0, "{}", mine.stderr);
+    let refused = ructl_with(&alice, &["put"], &slice("team-b")).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("alice may not create runink.Slice in namespace team-b"),
+        "{}",
+        refused.stderr
+    );
+    let herd = ructl_with(&alice, &["get", "-t", "runink.Herd", "team-a"], "").await;
+    assert_eq!(herd.code, 0, "{}", herd.stderr);
+    // A second create of the same Herd changes nothing.
+    let again = ructl(
+        &server,
+        &["herd", "create", "team-a", "--owner", "mallory"],
+        "",
+    )
+    .await;
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    let bindings = ok(
+        &server,
+        &["get", "-t", "rube.RoleBinding", "-n", "team-a", "owners"],
+        "",
+    )
+    .await;
+    assert!(!bindings.contains("mallory"), "{bindings}");
 }
