@@ -15,7 +15,8 @@
 //! at revision R and both admit the last slice that fits cannot both commit, because the first
 //! commit moves the Herd past R and the second one's `Check` fails; that one plans again from
 //! what is stored now and is refused. Within one apiserver a lock per Herd keeps such retries
-//! rare. A Herd's usage is thus always the sum over its unfinished slices, and quota admission
+//! rare (only for Herds that exist: changes in a namespace without a Herd do not rewrite one,
+//! so they need not queue). A Herd's usage is thus always the sum over its unfinished slices, and quota admission
 //! compares against it instead of listing the Herd's slices on every put.
 //!
 //! Known gap: a slice admitted in a namespace while its Herd does not exist yet is guarded by a
@@ -69,7 +70,19 @@ impl Accounting {
         if herds.is_empty() {
             return store.transact(ops).await;
         }
-        let locks: Vec<_> = herds.iter().map(|herd| self.lock_of(herd)).collect();
+        // Only a Herd that exists is rewritten by every change, so only then do concurrent
+        // writers contend; for an absent one each change merely checks that it is still absent
+        // (the guard keeps that exact), and writers of its namespace need not queue.
+        let mut locks = Vec::with_capacity(herds.len());
+        for herd in &herds {
+            if read(store, &Key::new(&Herd::full_name(), "", herd))
+                .await?
+                .is_some()
+                || ops_put_herd(&ops, herd)
+            {
+                locks.push(self.lock_of(herd));
+            }
+        }
         let mut _held = Vec::with_capacity(locks.len());
         for lock in &locks {
             // In name order (a BTreeSet), so two batches never wait on each other.
@@ -256,6 +269,17 @@ async fn read<S: Store>(store: &S, key: &Key) -> Result<Option<Object>, Error> {
         Err(Error::NotFound { .. }) => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// Whether `ops` put the Herd `herd` itself.
+fn ops_put_herd(ops: &[Op], herd: &str) -> bool {
+    ops.iter().any(|op| match op {
+        Op::Put(put) => {
+            let key = Key::of(&put.object);
+            key.type_name == Herd::full_name() && key.name == herd
+        }
+        _ => false,
+    })
 }
 
 /// A check that `key` is still as read: at its revision, or absent.
