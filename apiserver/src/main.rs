@@ -185,20 +185,8 @@ fn tls(args: &Args, data_dir: &std::path::Path, addr: SocketAddr) -> Result<Serv
     ) {
         return Ok(ServerTls::from_files(cert, key, client_ca)?);
     }
-    let pki = Pki::open(&data_dir.join("tls"))?;
-    let mut names = args.tls_san.clone();
-    if !addr.ip().is_unspecified() {
-        names.push(addr.ip().to_string());
-    }
-    let serving = pki.serving(&names)?;
-    // What a local client dials: a wildcard listen address is reached on loopback.
-    let dial = if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
-    };
+    let (_, serving, _) = Pki::start(data_dir, &args.tls_san, addr)?;
     let admin = data_dir.join(rubeapi::config::ADMIN_FILE);
-    pki.admin_config(&admin, &dial.to_string())?;
     tracing::info!(path = %admin.display(), "the admin's client configuration");
     Ok(serving)
 }

@@ -103,6 +103,32 @@ impl Pki {
         })
     }
 
+    /// What a start does with `data_dir` for a server listening on `addr`: the CAs of
+    /// `<data dir>/tls` (made the first time), the serving certificate for `names` and the
+    /// listen address, and the admin's configuration `<data dir>/admin.conf` pointed at the
+    /// address a local client dials (loopback, for a wildcard listen address).
+    ///
+    /// # Errors
+    /// [`Error::Pki`].
+    pub fn start(
+        data_dir: &Path,
+        names: &[String],
+        addr: std::net::SocketAddr,
+    ) -> Result<(Pki, ServerTls, ClientConfig), Error> {
+        let pki = Pki::open(&data_dir.join("tls"))?;
+        let mut names = names.to_vec();
+        let dial = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            names.push(addr.ip().to_string());
+            addr
+        };
+        let serving = pki.serving(&names)?;
+        let admin = data_dir.join(rubeapi::config::ADMIN_FILE);
+        let config = pki.admin_config(&admin, &dial.to_string())?;
+        Ok((pki, serving, config))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

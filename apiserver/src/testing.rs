@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::admission::Limits;
 use crate::metrics::Metrics;
-use crate::pki::{Pki, ServerTls};
+use crate::pki::Pki;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 pub struct TestServer {
@@ -46,7 +46,7 @@ impl TestServer {
             Arc::new(SqliteStore::open(dir, registry.clone(), options).expect("open the store"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
-        let (pki, tls, config) = credentials(dir, addr);
+        let (pki, tls, config) = Pki::start(dir, &[], addr).expect("make the test certificates");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::serve(
             listener,
@@ -134,17 +134,6 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
-}
-
-/// What a first start makes in `dir` for a server at `addr`: its CAs, serving certificate and
-/// the admin's configuration.
-fn credentials(dir: &Path, addr: SocketAddr) -> (Pki, ServerTls, ClientConfig) {
-    let pki = Pki::open(&dir.join("tls")).expect("make the test CAs");
-    let tls = pki.serving(&[]).expect("issue the serving certificate");
-    let config = pki
-        .admin_config(&dir.join(rubeapi::config::ADMIN_FILE), &addr.to_string())
-        .expect("write the admin configuration");
-    (pki, tls, config)
 }
 
 /// A real etcd (Debian's `etcd-server`) on loopback ports with a temp data dir: one member or a

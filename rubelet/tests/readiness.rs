@@ -51,9 +51,9 @@ async fn ready_is_sent_once_the_node_is_registered_not_before() {
     // The apiserver's CAs and the admin's configuration exist before it runs (as they do once
     // it has run once); the apiserver started below keeps them.
     let apiserver_dir = dir.path().join("apiserver");
-    let pki = apiserver::pki::Pki::open(&apiserver_dir.join("tls")).unwrap();
+    let (_, _, config) =
+        apiserver::pki::Pki::start(&apiserver_dir, &[], addr.parse().unwrap()).unwrap();
     let config_path = apiserver_dir.join(rubeapi::config::ADMIN_FILE);
-    let config = pki.admin_config(&config_path, &addr).unwrap();
     let subtree = format!("rube-test-ready-{}", std::process::id());
     let mut rubelet = Command::new(env!("CARGO_BIN_EXE_rubelet"))
         .args(["--name", "ready-1", "--config"])
