@@ -4,45 +4,7 @@
 
 use tonic::{Request, Status};
 
-/// A caller, as its certificate names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub groups: Vec<String>,
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.user)?;
-        if !self.groups.is_empty() {
-            write!(f, " ({})", self.groups.join(", "))?;
-        }
-        Ok(())
-    }
-}
-
-/// The identity in a DER certificate.
-///
-/// # Errors
-/// What is wrong with it: not a certificate, or no common name.
-pub fn identity_of(der: &[u8]) -> Result<Identity, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("the client certificate does not parse: {e}"))?;
-    let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .filter(|cn| !cn.is_empty())
-        .ok_or("the client certificate has no common name (CN), which names the user")?
-        .to_owned();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .map(str::to_owned)
-        .collect();
-    Ok(Identity { user, groups })
-}
+pub use rubeapi::identity::Identity;
 
 /// The interceptor in front of every call: reads the caller's identity from its verified
 /// certificate and hands it to the handlers in the request's extensions.
@@ -65,7 +27,7 @@ pub fn authenticate(mut request: Request<()>) -> Result<Request<()>, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let identity = identity_of(leaf.as_ref()).map_err(Status::unauthenticated)?;
+    let identity = Identity::from_der(leaf.as_ref()).map_err(Status::unauthenticated)?;
     request.extensions_mut().insert(identity);
     Ok(request)
 }
@@ -96,7 +58,7 @@ mod tests {
             .issue_client("rube:node:worker-1", Some("rube:nodes"), pki::LEAF_VALIDITY)
             .unwrap();
         let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
-        let identity = identity_of(&der.contents).unwrap();
+        let identity = Identity::from_der(&der.contents).unwrap();
         assert_eq!(
             identity,
             Identity {
@@ -105,6 +67,6 @@ mod tests {
             }
         );
         assert_eq!(identity.to_string(), "rube:node:worker-1 (rube:nodes)");
-        assert!(identity_of(b"not a certificate").is_err());
+        assert!(Identity::from_der(b"not a certificate").is_err());
     }
 }

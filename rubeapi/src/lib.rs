@@ -12,6 +12,7 @@
 //! - [`client`]: the async client over tonic, always TLS with a client certificate.
 //! - [`config`]: client configuration files (`rube.ClientConfig`): where clients look for
 //!   them, reading and writing them.
+//! - [`identity`]: who a client certificate names (CN the user, O the groups).
 //! - `testing` (feature `testing`): object builders and the skip banner every crate's tests
 //!   share.
 //! - [`validate`]: semantic rules of built-in kinds (a pipeline has no cycle, a unit no
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod config;
+pub mod identity;
 pub mod json;
 pub mod object;
 pub mod registry;

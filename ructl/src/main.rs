@@ -268,25 +268,11 @@ async fn run(cli: Cli) -> Result<()> {
 fn show_config(found: &rubeapi::config::Found) -> Result<()> {
     println!("config:  {} ({})", found.path.display(), found.source);
     println!("server:  {}", found.config.server);
-    let (_, pem) = x509_parser::pem::parse_x509_pem(found.config.cert_pem.as_bytes())
-        .context("the configuration's certificate is not PEM")?;
-    let cert = pem
-        .parse_x509()
-        .context("the configuration's certificate does not parse")?;
-    let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    println!("user:    {user}");
-    println!("groups:  {groups}");
-    println!("expires: {}", cert.validity().not_after);
+    let (identity, expires) = rubeapi::identity::Identity::from_pem(&found.config.cert_pem)
+        .map_err(|e| anyhow::anyhow!("{}: cert_pem: {e}", found.path.display()))?;
+    println!("user:    {}", identity.user);
+    println!("groups:  {}", identity.groups.join(","));
+    println!("expires: {expires}");
     Ok(())
 }
 
