@@ -428,7 +428,11 @@ fn signed_by(der: &[u8], ca_pem: &str) -> bool {
 
 fn read_pem(path: &Path, label: &str) -> Result<String, Error> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    if !text.contains(&format!("-----BEGIN {label}")) && !text.contains("-----BEGIN ") {
+    // `label` as a suffix: a key may be `PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY`.
+    if !text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")))
+    {
         return Err(Error::Pki(format!(
             "{}: no PEM {label} in it",
             path.display()
@@ -542,6 +546,27 @@ mod tests {
         assert!(near_expiry(&leaf_pem(&short).unwrap()));
         let (long, _) = pki.issue_client("someone", None, LEAF_VALIDITY).unwrap();
         assert!(!near_expiry(&leaf_pem(&long).unwrap()));
+    }
+
+    #[test]
+    fn brought_certificates_are_read_and_a_file_of_the_wrong_kind_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::open(dir.path()).unwrap();
+        pki.serving(&[]).unwrap();
+        let (crt, key, ca) = (
+            dir.path().join("serving.crt"),
+            dir.path().join("serving.key"),
+            dir.path().join("client-ca.crt"),
+        );
+        let tls = ServerTls::from_files(&crt, &key, &ca).unwrap();
+        assert_eq!(tls.client_ca_pem, pki.client_ca_pem());
+        let error = ServerTls::from_files(&crt, &ca, &ca)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&ca.display().to_string()) && error.contains("PRIVATE KEY"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -84,15 +84,7 @@ pub const ANY: &str = "*";
 
 /// The kinds of RBAC itself, whose writes are checked for escalation.
 pub fn is_rbac_kind(type_name: &str) -> bool {
-    use prost::Name;
-    [
-        Role::full_name(),
-        ClusterRole::full_name(),
-        RoleBinding::full_name(),
-        ClusterRoleBinding::full_name(),
-    ]
-    .iter()
-    .any(|k| k == type_name)
+    kinds().iter().any(|k| k == type_name)
 }
 
 /// One thing a caller wants to do. `namespace` is empty for cluster-scoped kinds and for
