@@ -36,6 +36,7 @@ pub mod testing;
 pub mod types;
 
 mod error;
+mod follow;
 
 use std::future::Future;
 use std::sync::Arc;

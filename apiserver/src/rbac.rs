@@ -341,43 +341,10 @@ pub fn spawn_sync<S: Store>(
     authorizer: Arc<Authorizer>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    use futures::StreamExt;
-    use rubeapi::rube::watch_event::Event;
-    tokio::spawn(async move {
-        loop {
-            if let Err(error) = refresh(&*store, &authorizer).await {
-                tracing::warn!(%error, "cannot load the RBAC policy");
-            }
-            let mut streams = Vec::new();
-            for kind in kinds() {
-                match store
-                    .watch(Filter::of_type(&kind), None, cancel.child_token())
-                    .await
-                {
-                    Ok(stream) => streams.push(stream),
-                    Err(error) => tracing::warn!(%error, "cannot watch {kind}"),
-                }
-            }
-            let mut events = futures::stream::select_all(streams);
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    event = events.next() => match event {
-                        Some(Ok(e)) if !matches!(e.event, Some(Event::Bookmark(_))) => {
-                            if let Err(error) = refresh(&*store, &authorizer).await {
-                                tracing::warn!(%error, "cannot load the RBAC policy");
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break,
-                    }
-                }
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            }
-        }
+    let filters = kinds().iter().map(|k| Filter::of_type(k)).collect();
+    crate::follow::spawn(store, filters, "the RBAC policy", cancel, move |store| {
+        let authorizer = authorizer.clone();
+        async move { refresh(&*store, &authorizer).await }
     })
 }
 

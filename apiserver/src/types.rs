@@ -4,9 +4,7 @@
 //! and a watch keeps it in step with changes made through other apiservers on the same store.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use rubeapi::Registry;
 use rubeapi::object::ObjectExt;
 use rubeapi::rube::{Object, Type};
@@ -118,35 +116,14 @@ pub fn spawn_sync<S: Store>(
     registry: Registry,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            if let Err(error) = refresh(&*store, &registry).await {
-                tracing::warn!(%error, "cannot load registered types");
-            }
-            match store
-                .watch(types_filter(), None, cancel.child_token())
-                .await
-            {
-                Ok(mut events) => loop {
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        event = events.next() => match event {
-                            Some(Ok(e)) if !matches!(e.event, Some(rubeapi::rube::watch_event::Event::Bookmark(_))) => {
-                                if let Err(error) = refresh(&*store, &registry).await {
-                                    tracing::warn!(%error, "cannot load registered types");
-                                }
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(_)) | None => break,
-                        }
-                    }
-                },
-                Err(error) => tracing::warn!(%error, "cannot watch registered types"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    })
+    crate::follow::spawn(
+        store,
+        vec![types_filter()],
+        "registered types",
+        cancel,
+        move |store| {
+            let registry = registry.clone();
+            async move { refresh(&*store, &registry).await }
+        },
+    )
 }
