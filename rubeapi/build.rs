@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "rube/node.proto",
     "rube/auth.proto",
     "rube/rbac.proto",
+    "rube/join.proto",
     "runink/herd.proto",
     "runink/slice.proto",
     "runink/pipeline.proto",

@@ -210,19 +210,27 @@ fn check_scope(scope: Scope, type_name: &str, namespace: &str) -> Result<(), Err
 
 /// Names are DNS subdomains (RFC 1123): lowercase labels joined by dots, 253 characters at most.
 fn check_name(name: &str) -> Result<(), Error> {
+    check_dns_name("metadata.name", name)
+}
+
+/// `name`, the value of `field`, is a DNS subdomain (RFC 1123), as object names are.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the field and what is wrong.
+pub fn check_dns_name(field: &str, name: &str) -> Result<(), Error> {
     if name.is_empty() {
-        return Err(Error::Invalid("metadata.name is empty".into()));
+        return Err(Error::Invalid(format!("{field} is empty")));
     }
     if name.len() > 253 {
         return Err(Error::Invalid(format!(
-            "metadata.name is {} characters long, over the limit of 253",
+            "{field} is {} characters long, over the limit of 253",
             name.len()
         )));
     }
     for label in name.split('.') {
-        check_dns_label(label, "metadata.name").map_err(|_| {
+        check_dns_label(label, field).map_err(|_| {
             Error::Invalid(format!(
-                "metadata.name '{name}' is not a DNS name: use lowercase letters, digits, '-' and '.', \
+                "{field} '{name}' is not a DNS name: use lowercase letters, digits, '-' and '.', \
                  starting and ending with a letter or digit"
             ))
         })?;

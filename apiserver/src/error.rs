@@ -63,6 +63,14 @@ pub enum Error {
     #[error("{0}")]
     Forbidden(String),
 
+    /// The caller could not be identified: a bad join token, no certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// This apiserver cannot do this as it was started (no CA key to issue with).
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A certificate or key that cannot be made, read or used.
     #[error("{0}")]
     Pki(String),
@@ -107,6 +115,8 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) | Error::Pki(_) => Code::Internal,
             Error::Forbidden(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Unsupported(_) => Code::FailedPrecondition,
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - [`nodes`]: marks nodes NOT_READY when their leases expire.
 //! - [`pki`]: the CAs, serving certificate and admin credential made at first start.
 //! - [`auth`]: the caller's identity from its verified client certificate.
+//! - [`join`]: join tokens and the `Bootstrap` service that gives joining nodes their
+//!   certificates.
 //! - [`rbac`]: who may do what (Roles, ClusterRoles and their bindings), checked on every call.
 //! - [`metrics`]: Prometheus metrics, served by [`serve_metrics`].
 //! - [`serve`]: runs the gRPC server on a bound listener until a shutdown future resolves.
@@ -24,6 +26,7 @@
 pub mod admission;
 pub mod auth;
 pub mod herds;
+pub mod join;
 pub mod metrics;
 pub mod nodes;
 pub mod pki;
@@ -45,6 +48,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use rubeapi::Registry;
 use rubeapi::rube::api_server_server::ApiServerServer;
+use rubeapi::rube::authorization_server::AuthorizationServer;
+use rubeapi::rube::bootstrap_server::BootstrapServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -93,8 +98,20 @@ pub async fn serve<S: Store>(
         tracing::warn!(%error, "cannot load the RBAC policy");
     }
     let rbac_sync = rbac::spawn_sync(store.clone(), authorizer.clone(), cancel.clone());
-    let service = ApiService::new(store, registry, limits, metrics, authorizer, cancel.clone());
-    let server = ApiServerServer::new(service)
+    let bootstrap = join::BootstrapService::new(store.clone(), tls.issuer.clone());
+    let service = Arc::new(ApiService::new(
+        store,
+        registry,
+        limits,
+        metrics,
+        authorizer,
+        cancel.clone(),
+    ));
+    let authorization = InterceptedService::new(
+        AuthorizationServer::from_arc(service.clone()),
+        auth::authenticate,
+    );
+    let server = ApiServerServer::from_arc(service)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
@@ -134,6 +151,9 @@ pub async fn serve<S: Store>(
     let served = served
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server)
+        .add_service(authorization)
+        // Not behind the interceptor: a joining node has no certificate yet.
+        .add_service(BootstrapServer::new(bootstrap))
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
     // The store must be free to reopen once this returns.

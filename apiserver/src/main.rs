@@ -204,6 +204,13 @@ async fn run<S: Store>(
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let tls = tls(&args, &data_dir, addr).context("cannot set up TLS")?;
+    if let Some(pki) = &tls.issuer {
+        apiserver::join::first_token(&*store, &data_dir, pki.server_ca_pem())
+            .await
+            .context("cannot make the join token")?;
+        let token = data_dir.join(rubeapi::config::TOKEN_FILE);
+        tracing::info!(path = %token.display(), "nodes join with the token in this file (rubelet --server ADDR --token TOKEN)");
+    }
     let metrics = Arc::new(Metrics::new());
     let cancel = CancellationToken::new();
 

@@ -44,6 +44,9 @@ pub struct ServerTls {
     pub key_pem: String,
     /// PEM: the CA client certificates must chain to.
     pub client_ca_pem: String,
+    /// The CAs that issue node credentials (`Bootstrap.Join`); `None` when the operator
+    /// brought the certificates and no CA key is here.
+    pub issuer: Option<std::sync::Arc<Pki>>,
 }
 
 impl ServerTls {
@@ -57,6 +60,7 @@ impl ServerTls {
             cert_pem: read_pem(cert, "CERTIFICATE")?,
             key_pem: read_pem(key, "PRIVATE KEY")?,
             client_ca_pem: read_pem(client_ca, "CERTIFICATE")?,
+            issuer: None,
         })
     }
 }
@@ -114,8 +118,8 @@ impl Pki {
         data_dir: &Path,
         names: &[String],
         addr: std::net::SocketAddr,
-    ) -> Result<(Pki, ServerTls, ClientConfig), Error> {
-        let pki = Pki::open(&data_dir.join("tls"))?;
+    ) -> Result<(std::sync::Arc<Pki>, ServerTls, ClientConfig), Error> {
+        let pki = std::sync::Arc::new(Pki::open(&data_dir.join("tls"))?);
         let mut names = names.to_vec();
         let dial = if addr.ip().is_unspecified() {
             std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
@@ -123,9 +127,17 @@ impl Pki {
             names.push(addr.ip().to_string());
             addr
         };
-        let serving = pki.serving(&names)?;
+        let mut serving = pki.serving(&names)?;
+        serving.issuer = Some(pki.clone());
         let admin = data_dir.join(rubeapi::config::ADMIN_FILE);
         let config = pki.admin_config(&admin, &dial.to_string())?;
+        let controllers = data_dir.join(rubeapi::config::CONTROLLERS_FILE);
+        pki.credential_file(
+            &controllers,
+            &dial.to_string(),
+            crate::rbac::PIPELINE_CONTROLLER,
+            crate::rbac::CONTROLLERS,
+        )?;
         Ok((pki, serving, config))
     }
 
@@ -168,6 +180,7 @@ impl Pki {
                 cert_pem,
                 key_pem,
                 client_ca_pem: self.client_ca.cert_pem.clone(),
+                issuer: None,
             });
         }
         let mut params = leaf_params("rube-apiserver", None)?;
@@ -190,6 +203,7 @@ impl Pki {
             cert_pem,
             key_pem,
             client_ca_pem: self.client_ca.cert_pem.clone(),
+            issuer: None,
         })
     }
 
@@ -214,6 +228,48 @@ impl Pki {
         Ok((cert.pem(), key_pair.serialize_pem()))
     }
 
+    /// A node's certificates for the key of `csr_pem` (whose subject and names are ignored):
+    /// a client certificate for `rube:node:<node>` in `rube:nodes` from the client CA, and a
+    /// serving certificate for `<node>.node.rube` only, from the server CA.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a request that does not parse or whose signature does not
+    /// hold; [`Error::Pki`].
+    pub fn issue_node(
+        &self,
+        node: &str,
+        csr_pem: &str,
+    ) -> Result<rubeapi::rube::NodeCredentials, Error> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            Error::Invalid(format!(
+                "csr_pem: not a PEM certificate request signed by its key: {e}"
+            ))
+        })?;
+        let user = format!("{}{node}", crate::rbac::NODE_PREFIX);
+        let mut client = leaf_params(&user, Some(crate::rbac::NODES))?;
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = rcgen::CertificateSigningRequestParams {
+            params: client,
+            public_key: csr.public_key.clone(),
+        }
+        .signed_by(&self.client_ca.issuer()?)
+        .map_err(pki)?;
+        let mut serving = leaf_params(&user, None)?;
+        serving.subject_alt_names = vec![san(&rubeapi::identity::node_server_name(node))?];
+        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let serving = rcgen::CertificateSigningRequestParams {
+            params: serving,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.server_ca.issuer()?)
+        .map_err(pki)?;
+        Ok(rubeapi::rube::NodeCredentials {
+            client_cert_pem: client.pem(),
+            serving_cert_pem: format!("{}{}", serving.pem(), self.server_ca.cert_pem),
+            ca_pem: self.server_ca.cert_pem.clone(),
+        })
+    }
+
     /// The admin's client configuration at `path` for the apiserver at `server`: the one there,
     /// with `server` brought up to date, while its certificate is from this client CA and not
     /// near expiry; else a new credential.
@@ -221,18 +277,40 @@ impl Pki {
     /// # Errors
     /// [`Error::Pki`].
     pub fn admin_config(&self, path: &Path, server: &str) -> Result<ClientConfig, Error> {
+        self.credential_file(path, server, ADMIN, ADMINS)
+    }
+
+    /// The client configuration at `path` for `user` in `group`, kept like the admin's
+    /// ([`Pki::admin_config`]).
+    ///
+    /// # Errors
+    /// [`Error::Pki`].
+    pub fn credential_file(
+        &self,
+        path: &Path,
+        server: &str,
+        user: &str,
+        group: &str,
+    ) -> Result<ClientConfig, Error> {
+        let wanted = rubeapi::identity::Identity {
+            user: user.to_owned(),
+            groups: vec![group.to_owned()],
+        };
         let mut config = match rubeapi::config::load(path) {
             Ok(config)
                 if config.ca_pem == self.server_ca.cert_pem
                     && leaf_pem(&config.cert_pem).is_ok_and(|leaf| {
-                        !near_expiry(&leaf) && signed_by(&leaf, &self.client_ca.cert_pem)
+                        !near_expiry(&leaf)
+                            && signed_by(&leaf, &self.client_ca.cert_pem)
+                            && rubeapi::identity::Identity::from_der(&leaf)
+                                .is_ok_and(|who| who == wanted)
                     }) =>
             {
                 config
             }
             _ => {
-                let (cert_pem, key_pem) = self.issue_client(ADMIN, Some(ADMINS), LEAF_VALIDITY)?;
-                tracing::info!(path = %path.display(), "issued the admin credential");
+                let (cert_pem, key_pem) = self.issue_client(user, Some(group), LEAF_VALIDITY)?;
+                tracing::info!(path = %path.display(), %user, "issued a client credential");
                 ClientConfig {
                     server: String::new(),
                     server_name: String::new(),
@@ -439,6 +517,14 @@ fn read_pem(path: &Path, label: &str) -> Result<String, Error> {
         )));
     }
     Ok(text)
+}
+
+/// Writes a secret (a key, a token) with mode 0600, atomically.
+///
+/// # Errors
+/// [`Error::Pki`] naming the file.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_private(path, bytes)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {

@@ -87,14 +87,153 @@ pub fn is_rbac_kind(type_name: &str) -> bool {
     kinds().iter().any(|k| k == type_name)
 }
 
+/// The group of every node's identity (`rube:node:<name>`): what a node may do is decided by
+/// [`node_allows`], not by bindings (Kubernetes' node authorizer).
+pub const NODES: &str = "rube:nodes";
+/// A node's user name is this followed by the node's name.
+pub const NODE_PREFIX: &str = "rube:node:";
+/// The pipeline controller's user name: the rubelet that wins its election acts as this, with
+/// the built-in grant [`pipeline_controller_rules`], never with a node's identity.
+pub const PIPELINE_CONTROLLER: &str = "rube:controller:pipelines";
+/// The group of the cluster controllers' identities.
+pub const CONTROLLERS: &str = "rube:controllers";
+/// The pseudo-kind of the apiserver's `/metrics` (Kubernetes' non-resource URLs): whoever may
+/// `get` it may scrape.
+pub const METRICS: &str = "/metrics";
+/// The kind a caller must be allowed to `create` to ask an [`Action`] about someone else
+/// (Kubernetes' SubjectAccessReview); nodes may always.
+pub const ACCESS_REVIEW: &str = "rube.AccessReview";
+
 /// One thing a caller wants to do. `namespace` is empty for cluster-scoped kinds and for
 /// lists and watches across namespaces; `name` is empty for lists and watches of many.
+/// `labels` are the object's (as stored) when the decision may depend on them (a node's
+/// rights over the objects bound to it); `None` when they are not known.
 #[derive(Debug, Clone, Copy)]
 pub struct Action<'a> {
     pub verb: Verb,
     pub kind: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    pub labels: Option<&'a HashMap<String, String>>,
+}
+
+impl<'a> Action<'a> {
+    pub fn new(verb: Verb, kind: &'a str, namespace: &'a str, name: &'a str) -> Action<'a> {
+        Action {
+            verb,
+            kind,
+            namespace,
+            name,
+            labels: None,
+        }
+    }
+
+    /// This action on an object with `labels`.
+    pub fn on(self, labels: &'a HashMap<String, String>) -> Action<'a> {
+        Action {
+            labels: Some(labels),
+            ..self
+        }
+    }
+}
+
+impl Verb {
+    /// The verb a rule names.
+    pub fn parse(name: &str) -> Option<Verb> {
+        Verb::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+/// The node `who` is, when it is one: user `rube:node:<name>` in group [`NODES`].
+pub fn node_of(who: &Identity) -> Option<&str> {
+    who.user
+        .strip_prefix(NODE_PREFIX)
+        .filter(|name| !name.is_empty() && who.groups.iter().any(|g| g == NODES))
+}
+
+/// What node `node` may do (Kubernetes' node authorizer and NodeRestriction, together): read
+/// Herds (their quotas) and Nodes; write its own Node and its own lease; read and write the
+/// status of the Slices and Units bound to it (label `node=<node>`), and nothing else.
+pub fn node_allows(node: &str, action: &Action<'_>) -> bool {
+    use prost::Name;
+    use rubeapi::api::systemd::Unit;
+    use rubeapi::rube::{Lease, Node};
+    use rubeapi::runink::{Herd, Slice};
+    let kind = action.kind;
+    let reads = matches!(action.verb, Verb::Get | Verb::List | Verb::Watch);
+    if kind == Herd::full_name() || kind == Node::full_name() {
+        return reads
+            || (kind == Node::full_name()
+                && matches!(
+                    action.verb,
+                    Verb::Create | Verb::Update | Verb::UpdateStatus
+                )
+                && action.name == node);
+    }
+    if kind == Lease::full_name() {
+        return matches!(action.verb, Verb::Get | Verb::Create | Verb::Update)
+            && action.name == rubeapi::object::node_lease(node);
+    }
+    if kind == Slice::full_name() || kind == Unit::full_name() {
+        let bound = action
+            .labels
+            .and_then(|labels| labels.get("node"))
+            .is_some_and(|n| n == node);
+        return bound && (reads || action.verb == Verb::UpdateStatus);
+    }
+    false
+}
+
+/// The kinds whose objects a node may list or watch, each then filtered by [`node_allows`].
+fn node_may_list(kind: &str) -> bool {
+    use prost::Name;
+    [
+        rubeapi::runink::Herd::full_name(),
+        rubeapi::rube::Node::full_name(),
+        rubeapi::runink::Slice::full_name(),
+        rubeapi::api::systemd::Unit::full_name(),
+    ]
+    .iter()
+    .any(|k| k == kind)
+}
+
+/// What the pipeline controller may do, everywhere: run pipelines (read them, keep their
+/// finalizers and status), make and remove their slices, see the nodes and the Herds (their
+/// quotas), and hold its election's lease.
+pub fn pipeline_controller_rules() -> Vec<PolicyRule> {
+    use prost::Name;
+    let rule = |verbs: &[&str], kind: String, names: Vec<String>| PolicyRule {
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        kinds: vec![kind],
+        names,
+    };
+    vec![
+        rule(
+            &["get", "list", "watch", "update", "update-status"],
+            rubeapi::runink::Pipeline::full_name(),
+            Vec::new(),
+        ),
+        rule(
+            &["get", "list", "watch", "create", "update", "delete"],
+            rubeapi::runink::Slice::full_name(),
+            Vec::new(),
+        ),
+        rule(
+            &["get", "list", "watch"],
+            rubeapi::rube::Node::full_name(),
+            Vec::new(),
+        ),
+        rule(
+            &["get", "list", "watch"],
+            rubeapi::runink::Herd::full_name(),
+            Vec::new(),
+        ),
+        rule(
+            &["get", "create", "update"],
+            rubeapi::rube::Lease::full_name(),
+            vec![rubeapi::object::controller_lease("pipelines")],
+        ),
+    ]
 }
 
 /// Where a binding's rules apply.
@@ -151,6 +290,14 @@ impl Policy {
                 names: Vec::new(),
             }],
         }];
+        grants.push(Grant {
+            scope: Scope::Everywhere,
+            subjects: vec![Subject {
+                kind: SubjectKind::User as i32,
+                name: PIPELINE_CONTROLLER.into(),
+            }],
+            rules: pipeline_controller_rules(),
+        });
         for binding in cluster_bindings {
             if let Some(rules) = cluster_roles.get(&binding.role) {
                 grants.push(Grant {
@@ -180,6 +327,11 @@ impl Policy {
 
     /// Whether `who` may do `action`.
     pub fn allows(&self, who: &Identity, action: &Action<'_>) -> bool {
+        if let Some(node) = node_of(who)
+            && node_allows(node, action)
+        {
+            return true;
+        }
         self.grants_of(who).any(|grant| {
             in_scope(&grant.scope, action.namespace)
                 && grant.rules.iter().any(|rule| rule_allows(rule, action))
@@ -190,6 +342,10 @@ impl Policy {
     /// names): the test a list or watch passes before its results are filtered object by
     /// object with [`Policy::allows`].
     pub fn allows_some(&self, who: &Identity, verb: Verb, kind: &str, namespace: &str) -> bool {
+        if node_of(who).is_some() && matches!(verb, Verb::List | Verb::Watch) && node_may_list(kind)
+        {
+            return true;
+        }
         self.grants_of(who).any(|grant| {
             (namespace.is_empty() || in_scope(&grant.scope, namespace))
                 && grant.rules.iter().any(|rule| {
@@ -228,6 +384,12 @@ impl Policy {
                 })
             })
         })
+    }
+
+    /// Whether `who` may do `action` when it is denied without the object's labels: the
+    /// caller should read the object and ask again with them ([`Action::on`]).
+    pub fn depends_on_labels(&self, who: &Identity, action: &Action<'_>) -> bool {
+        action.labels.is_none() && node_of(who).is_some()
     }
 
     fn grants_of<'a>(&'a self, who: &'a Identity) -> impl Iterator<Item = &'a Grant> + 'a {
@@ -389,6 +551,7 @@ mod tests {
             kind,
             namespace,
             name,
+            labels: None,
         }
     }
 

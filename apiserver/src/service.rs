@@ -71,6 +71,38 @@ impl<S: Store> ApiService<S> {
         Err(Error::Forbidden(forbidden(who, &action)))
     }
 
+    /// Authorizes `action` on the object at `key`. When the answer depends on the object's
+    /// labels (a node acting on what is bound to it), reads the object and decides with the
+    /// labels it has in the store, and returns it.
+    async fn authorize_stored(
+        &self,
+        who: &Identity,
+        action: Action<'_>,
+        key: &Key,
+    ) -> Result<Option<Object>, Error> {
+        let policy = self.authorizer.policy();
+        if policy.allows(who, &action) {
+            return Ok(None);
+        }
+        if policy.depends_on_labels(who, &action) {
+            match self.store.get(key.clone()).await {
+                Ok(object) => {
+                    let allowed = object
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|m| policy.allows(who, &action.on(&m.labels)));
+                    if allowed {
+                        return Ok(Some(object));
+                    }
+                }
+                // Refused the same whether it exists or not: a denial tells nothing.
+                Err(Error::NotFound { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Err(Error::Forbidden(forbidden(who, &action)))
+    }
+
     /// The verb of a put: `create` when the object does not exist (or must not), `update`
     /// when it does (or must be at a revision).
     async fn put_verb(&self, op: &PutOp) -> Result<Verb, Error> {
@@ -99,6 +131,7 @@ impl<S: Store> ApiService<S> {
             kind: &key.type_name,
             namespace: &key.namespace,
             name: &key.name,
+            labels: None,
         };
         let policy = self.authorizer.policy();
         // Whoever may both create and update needs no read to tell which this put is.
@@ -117,6 +150,7 @@ impl<S: Store> ApiService<S> {
                 kind: &key.type_name,
                 namespace: &key.namespace,
                 name: &key.name,
+                labels: None,
             },
         )?;
         if !rbac::is_rbac_kind(&key.type_name) {
@@ -389,6 +423,7 @@ fn may_see(policy: &rbac::Policy, who: &Identity, verb: Verb, object: &Object) -
             kind: object.type_name(),
             namespace: object.namespace(),
             name: object.name(),
+            labels: object.metadata.as_ref().map(|m| &m.labels),
         },
     )
 }
@@ -450,15 +485,10 @@ impl<S: Store> ApiServer for ApiService<S> {
         self.observe("Get", async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
-            self.authorize(
-                &who,
-                Action {
-                    verb: Verb::Get,
-                    kind: &key.type_name,
-                    namespace: &key.namespace,
-                    name: &key.name,
-                },
-            )?;
+            let action = Action::new(Verb::Get, &key.type_name, &key.namespace, &key.name);
+            if let Some(object) = self.authorize_stored(&who, action, &key).await? {
+                return Ok(object);
+            }
             self.store.get(key).await
         })
         .await
@@ -486,6 +516,7 @@ impl<S: Store> ApiServer for ApiService<S> {
                         },
                         namespace: &filter.namespace,
                         name: "",
+                        labels: None,
                     },
                 )));
             }
@@ -522,6 +553,7 @@ impl<S: Store> ApiServer for ApiService<S> {
                     kind: &key.type_name,
                     namespace: &key.namespace,
                     name: &key.name,
+                    labels: None,
                 },
             )?;
             let is_type = key.type_name == types::TYPE_KIND;
@@ -553,15 +585,13 @@ impl<S: Store> ApiServer for ApiService<S> {
         self.audited("UpdateStatus", &who, objects, revision_of, async {
             let r = request.into_inner();
             let key = admission::admit_key(&self.registry, &r.r#type, &r.namespace, &r.name)?;
-            self.authorize(
-                &who,
-                Action {
-                    verb: Verb::UpdateStatus,
-                    kind: &key.type_name,
-                    namespace: &key.namespace,
-                    name: &key.name,
-                },
-            )?;
+            let action = Action::new(
+                Verb::UpdateStatus,
+                &key.type_name,
+                &key.namespace,
+                &key.name,
+            );
+            self.authorize_stored(&who, action, &key).await?;
             let mut status = r
                 .status
                 .ok_or_else(|| Error::Invalid("the request has no status".into()))?;
@@ -600,6 +630,7 @@ impl<S: Store> ApiServer for ApiService<S> {
                         kind: if kind.is_empty() { rbac::ANY } else { &kind },
                         namespace: &namespace,
                         name: "",
+                        labels: None,
                     },
                 )
             };
@@ -644,6 +675,7 @@ impl<S: Store> ApiServer for ApiService<S> {
                     kind: rbac::ANY,
                     namespace: "",
                     name: "",
+                    labels: None,
                 },
             )?;
             let bounds = self.store.compact(request.into_inner().revision).await?;
@@ -731,4 +763,47 @@ where
             }
         },
     )
+}
+
+#[tonic::async_trait]
+impl<S: Store> rubeapi::rube::authorization_server::Authorization for ApiService<S> {
+    /// May someone else do this? Asked by rubelets before they serve a slice's logs.
+    async fn review(
+        &self,
+        request: Request<rubeapi::rube::AccessReview>,
+    ) -> Result<Response<rubeapi::rube::AccessReviewResult>, Status> {
+        let who = auth::caller(&request)?.clone();
+        self.observe("Review", async {
+            let ask = Action::new(Verb::Create, rbac::ACCESS_REVIEW, "", "");
+            if rbac::node_of(&who).is_none() && !self.authorizer.policy().allows(&who, &ask) {
+                return Err(Error::Forbidden(forbidden(&who, &ask)));
+            }
+            let review = request.into_inner();
+            let verb = Verb::parse(&review.verb).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "verb {:?} is not one of {}",
+                    review.verb,
+                    Verb::ALL.map(Verb::name).join(", ")
+                ))
+            })?;
+            let subject = Identity {
+                user: review.user,
+                groups: review.groups,
+            };
+            let key = Key::new(&review.kind, &review.namespace, &review.name);
+            let action = Action::new(verb, &key.type_name, &key.namespace, &key.name);
+            Ok(match self.authorize_stored(&subject, action, &key).await {
+                Ok(_) => rubeapi::rube::AccessReviewResult {
+                    allowed: true,
+                    reason: String::new(),
+                },
+                Err(Error::Forbidden(reason)) => rubeapi::rube::AccessReviewResult {
+                    allowed: false,
+                    reason,
+                },
+                Err(other) => return Err(other),
+            })
+        })
+        .await
+    }
 }

@@ -65,7 +65,7 @@ impl TestServer {
         TestServer {
             addr,
             store,
-            pki: Arc::new(pki),
+            pki,
             data_dir: dir.to_owned(),
             config,
             _temp: None,
@@ -91,6 +91,22 @@ impl TestServer {
     /// Where the admin's client configuration is (`ructl --config`, `rubelet --config`).
     pub fn config_path(&self) -> PathBuf {
         self.data_dir.join(rubeapi::config::ADMIN_FILE)
+    }
+
+    /// The join token of a first start (`rubelet --token`), made on the first call: as the
+    /// real first start does, it writes `<data dir>/token` and a `rube.JoinToken`, which takes
+    /// a revision, so a test server makes it only for tests that join (store tests count
+    /// revisions from an empty store).
+    pub async fn token(&self) -> rubeapi::join::Token {
+        crate::join::first_token(&*self.store, &self.data_dir, self.pki.server_ca_pem())
+            .await
+            .expect("make the join token")
+    }
+
+    /// Where the pipeline controller's client configuration is (`rubelet
+    /// --controller-config`).
+    pub fn controller_config_path(&self) -> PathBuf {
+        self.data_dir.join(rubeapi::config::CONTROLLERS_FILE)
     }
 
     /// A client with the admin's credential.

@@ -11,6 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::Error;
 use crate::Registry;
 use crate::rube::api_server_client::ApiServerClient;
+use crate::rube::authorization_client::AuthorizationClient;
 use crate::rube::precondition::Condition;
 use crate::rube::{
     ApplyRequest, ClientConfig, CompactRequest, CompactResponse, DeleteRequest, DeleteResponse,
@@ -28,6 +29,8 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: ApiServerClient<Channel>,
+    /// Boxed: rarely used, and the client is cloned for every call.
+    authorization: Box<AuthorizationClient<Channel>>,
 }
 
 impl Client {
@@ -53,10 +56,14 @@ impl Client {
 
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Client {
+        let authorization = Box::new(AuthorizationClient::new(channel.clone()));
         let inner = ApiServerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Client { inner }
+        Client {
+            inner,
+            authorization,
+        }
     }
 
     /// Compresses requests and asks for compressed responses with zstd. Worth it over slow
@@ -81,6 +88,34 @@ impl Client {
             precondition,
         };
         Ok(self.inner.clone().put(request).await?.into_inner())
+    }
+
+    /// Whether `who` may do `verb` on `kind` `namespace/name` (Kubernetes'
+    /// SubjectAccessReview): `Ok(None)` when it may, `Ok(Some(reason))` when it may not.
+    pub async fn review(
+        &self,
+        who: &crate::identity::Identity,
+        verb: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, Error> {
+        let request = crate::rube::AccessReview {
+            user: who.user.clone(),
+            groups: who.groups.clone(),
+            verb: verb.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        let result = self
+            .authorization
+            .as_ref()
+            .clone()
+            .review(request)
+            .await?
+            .into_inner();
+        Ok((!result.allowed).then_some(result.reason))
     }
 
     /// Applies several puts atomically: all of them or none.
@@ -197,7 +232,9 @@ pub fn must_not_exist() -> Precondition {
 /// The TLS endpoint of `config`: its CA is the only root trusted, its certificate and key the
 /// client's identity, and the server's certificate must carry `server_name` (default: the
 /// host of `server`).
-fn endpoint(config: &ClientConfig) -> Result<Endpoint, Error> {
+/// The endpoint of `config`'s apiserver: TLS checked against its CA, with its client
+/// certificate when it has one (a node that is joining has none yet).
+pub(crate) fn endpoint(config: &ClientConfig) -> Result<Endpoint, Error> {
     let addr = &tls_address(&config.server)?;
     let host = server_host(addr);
     let server_name = if config.server_name.is_empty() {
@@ -205,10 +242,12 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint, Error> {
     } else {
         config.server_name.clone()
     };
-    let tls = ClientTlsConfig::new()
+    let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&config.ca_pem))
-        .identity(Identity::from_pem(&config.cert_pem, &config.key_pem))
         .domain_name(server_name);
+    if !config.cert_pem.is_empty() {
+        tls = tls.identity(Identity::from_pem(&config.cert_pem, &config.key_pem));
+    }
     let connect = |source| Error::Connect {
         addr: addr.clone(),
         source,
@@ -225,7 +264,7 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint, Error> {
 
 /// `host:port` of a server given as that or as `https://host:port`; any other scheme is
 /// refused, never downgraded to.
-fn tls_address(server: &str) -> Result<String, Error> {
+pub(crate) fn tls_address(server: &str) -> Result<String, Error> {
     let addr = server
         .strip_prefix("https://")
         .unwrap_or(server)
@@ -242,7 +281,7 @@ fn tls_address(server: &str) -> Result<String, Error> {
 }
 
 /// The host of `host:port` (an IPv6 address without its brackets).
-fn server_host(addr: &str) -> &str {
+pub(crate) fn server_host(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }

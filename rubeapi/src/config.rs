@@ -17,6 +17,11 @@ use crate::{Error, Registry};
 pub const ENV: &str = "RUBE_CONFIG";
 /// The admin's configuration file, in an apiserver's data dir.
 pub const ADMIN_FILE: &str = "admin.conf";
+/// The cluster controllers' client configuration the apiserver writes next to `admin.conf`:
+/// what a rubelet that may run the pipeline controller is given (`--controller-config`).
+pub const CONTROLLERS_FILE: &str = "controllers.conf";
+/// The join token the apiserver makes at first start, in its data dir.
+pub const TOKEN_FILE: &str = "token";
 
 /// Where a configuration was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

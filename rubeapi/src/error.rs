@@ -37,6 +37,11 @@ pub enum Error {
     )]
     NoConfig { tried: Vec<String> },
 
+    /// Joining a node failed before the apiserver answered: a token that does not parse, a
+    /// server that is not the token's cluster.
+    #[error("{0}")]
+    Join(String),
+
     #[error("cannot connect to {addr}")]
     Connect {
         addr: String,

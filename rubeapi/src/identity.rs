@@ -2,6 +2,13 @@
 //! (Kubernetes' convention). The apiserver reads it from the certificate a caller's TLS
 //! handshake verified; `ructl config` from the configuration's own.
 
+/// The one DNS name a node's serving certificate carries, `<node>.node.rube`: what a client
+/// of the node's HTTPS endpoint checks, whatever address it dials. No apiserver certificate
+/// carries such a name, so a node cannot pass for the apiserver, nor for another node.
+pub fn node_server_name(node: &str) -> String {
+    format!("{node}.node.rube")
+}
+
 /// A caller, as its certificate names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

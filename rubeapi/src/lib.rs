@@ -13,6 +13,7 @@
 //! - [`config`]: client configuration files (`rube.ClientConfig`): where clients look for
 //!   them, reading and writing them.
 //! - [`identity`]: who a client certificate names (CN the user, O the groups).
+//! - [`join`]: join tokens, and a node's join and certificate renewal.
 //! - `testing` (feature `testing`): object builders and the skip banner every crate's tests
 //!   share.
 //! - [`validate`]: semantic rules of built-in kinds (a pipeline has no cycle, a unit no
@@ -23,6 +24,7 @@
 pub mod client;
 pub mod config;
 pub mod identity;
+pub mod join;
 pub mod json;
 pub mod object;
 pub mod registry;

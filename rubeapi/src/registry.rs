@@ -248,6 +248,7 @@ mod tests {
             ),
             ("rube.ClusterRole", Scope::Cluster, None),
             ("rube.ClusterRoleBinding", Scope::Cluster, None),
+            ("rube.JoinToken", Scope::Cluster, None),
             ("rube.Lease", Scope::Cluster, None),
             ("rube.Node", Scope::Cluster, Some("rube.NodeStatus")),
             ("rube.Role", Scope::Namespaced, None),

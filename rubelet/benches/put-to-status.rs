@@ -162,8 +162,12 @@ impl Node {
         node.apiserver = Some(apiserver);
 
         let mut rubelet = Command::new(env!("CARGO_BIN_EXE_rubelet"))
-            .args(["--name", &node.name, "--config"])
-            .arg(node.config_path())
+            .args(["--name", &node.name, "--server", &node.addr, "--token"])
+            .arg(
+                std::fs::read_to_string(data.join(rubeapi::config::TOKEN_FILE))
+                    .expect("the join token")
+                    .trim(),
+            )
             .arg("--state-dir")
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--cgroup-subtree", &node.subtree])

@@ -263,6 +263,8 @@ async fn main() {
     let bytes = megabytes * 1_000_000;
 
     let server = TestServer::start().await;
+    // The rubelet joins with it (the harness reads <data dir>/token).
+    server.token().await;
     let client = server.client().await;
     let subtree = format!("rube-bench-streaming-{}", std::process::id());
     let rubelet = Rubelet::start_in(

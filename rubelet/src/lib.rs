@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`node`]: the node's registration, status and lease renewals (pure decisions + one loop).
 //! - [`state`]: the local sqlite state store with each controller's mirrored cache.
+//! - [`credential`]: the node's credential: joined with a token, kept and renewed in the
+//!   state dir.
 //! - [`election`]: lease-based leader election for cluster controllers.
 //! - [`server`]: the rubelet's HTTP endpoint: `/healthz`, `/metrics`, slice logs.
 //! - [`run`]: ties them together with the controllers until SIGTERM.
@@ -10,6 +12,7 @@
 //! The rubelet never writes an object's spec (only status, through UpdateStatus), and never
 //! needs the apiserver to keep what runs running.
 
+pub mod credential;
 pub mod election;
 pub mod node;
 pub mod server;
@@ -49,14 +52,27 @@ pub struct Args {
     #[arg(long, env = "RUBELET_NAME")]
     pub name: Option<String>,
 
-    /// The client configuration: the apiserver, its CA, and this node's certificate and key
-    /// [default: $RUBE_CONFIG, then the local apiserver's admin.conf, then ~/.config/rube/config]
+    /// A client configuration to use instead of joining: the apiserver, its CA, and this
+    /// node's certificate and key (issued by the operator's own CA)
+    /// [default: <state dir>/rubelet.conf, written when the node joined]
     #[arg(long)]
     pub config: Option<PathBuf>,
 
-    /// The apiserver's address, instead of the configuration's (still over TLS)
+    /// The apiserver's address (host:port, always TLS): where to join, and where to connect
+    /// instead of the configuration's
     #[arg(long, env = "RUBE_SERVER")]
     pub server: Option<String>,
+
+    /// The join token (the apiserver's <data dir>/token, or `ructl token create`): the
+    /// first start joins with it and keeps the node's credentials in the state dir
+    #[arg(long, env = "RUBELET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The cluster controllers' client configuration (the apiserver's controllers.conf):
+    /// with it this rubelet takes part in the pipeline controller's election, acting as the
+    /// controller, never as the node
+    #[arg(long)]
+    pub controller_config: Option<PathBuf>,
 
     /// Where the rubelet keeps its state: rubelet.db, slices, logs, pipes
     #[arg(long, env = "RUBELET_STATE_DIR", default_value = "/var/lib/rubelet")]
@@ -176,13 +192,26 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create the state dir {}", args.state_dir.display()))?;
     let state = StateStore::open(&args.state_dir)?;
-    let mut found = rubeapi::config::find(args.config.as_deref())?;
+    let (mut config, config_path) = credential::resolve(&args, &name).await?;
     if let Some(server) = &args.server {
-        found.config.server.clone_from(server);
+        config.server.clone_from(server);
     }
-    let server = found.config.server.clone();
-    let client = Client::connect_lazy(&found.config)
-        .with_context(|| format!("the client configuration {}", found.path.display()))?;
+    let server = config.server.clone();
+    let client = Client::connect_lazy(&config)
+        .with_context(|| format!("the client configuration {}", config_path.display()))?;
+    let controller_client = match &args.controller_config {
+        Some(path) => {
+            let mut config = rubeapi::config::load(path)?;
+            if let Some(server) = &args.server {
+                config.server.clone_from(server);
+            }
+            Some(
+                Client::connect_lazy(&config)
+                    .with_context(|| format!("the controller configuration {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -212,6 +241,7 @@ pub async fn run(args: Args) -> Result<()> {
     let shared = Shared {
         name: name.clone(),
         client: client.clone(),
+        controller_client,
         state: state.clone(),
         state_dir: args.state_dir.clone(),
         metrics: metrics.clone(),
@@ -240,7 +270,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     });
 
-    tracing::info!(node = %name, %addr, %server, config = %found.path.display(), state_dir = %args.state_dir.display(), "rubelet started");
+    tracing::info!(node = %name, %addr, %server, config = %config_path.display(), state_dir = %args.state_dir.display(), "rubelet started");
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     // READY=1 means "registered": until then the node's controllers already run what the
@@ -276,6 +306,8 @@ pub async fn run(args: Args) -> Result<()> {
 struct Shared {
     name: String,
     client: Client,
+    /// The cluster controllers' credential (`--controller-config`).
+    controller_client: Option<Client>,
     state: StateStore,
     state_dir: PathBuf,
     metrics: Metrics,
@@ -350,15 +382,22 @@ impl Shared {
     /// cluster controller acts on the whole cluster and must not act on a stale copy of it
     /// (a rubelet that leads again after a long time would resurrect deleted pipelines).
     fn start_pipelines(&self, tasks: &mut JoinSet<()>) {
+        let Some(controller_client) = self.controller_client.clone() else {
+            tracing::info!(
+                "not running for the pipeline controller: it acts with a credential of its own \
+                 (--controller-config, the apiserver's controllers.conf), never the node's"
+            );
+            return;
+        };
         let shared = self.clone();
         tasks.spawn(election::lead(
-            self.client.clone(),
+            controller_client.clone(),
             rubeapi::object::controller_lease("pipelines"),
             self.name.clone(),
             election::Timing::for_duration(self.election_lease),
             self.cancel.clone(),
             move |lost: CancellationToken| {
-                let client = shared.client.clone();
+                let client = controller_client.clone();
                 let options = Options {
                     mirror: None,
                     ..shared.options("pipelines")

@@ -51,9 +51,27 @@ async fn ready_is_sent_once_the_node_is_registered_not_before() {
     // The apiserver's CAs and the admin's configuration exist before it runs (as they do once
     // it has run once); the apiserver started below keeps them.
     let apiserver_dir = dir.path().join("apiserver");
-    let (_, _, config) =
+    let (pki, _, config) =
         apiserver::pki::Pki::start(&apiserver_dir, &[], addr.parse().unwrap()).unwrap();
-    let config_path = apiserver_dir.join(rubeapi::config::ADMIN_FILE);
+    // A node credential the operator issued (a joining rubelet would wait for the apiserver
+    // before it could say anything).
+    let (cert_pem, key_pem) = pki
+        .issue_client(
+            "rube:node:ready-1",
+            Some("rube:nodes"),
+            apiserver::pki::LEAF_VALIDITY,
+        )
+        .unwrap();
+    let config_path = dir.path().join("node.conf");
+    rubeapi::config::save(
+        &config_path,
+        &rubeapi::rube::ClientConfig {
+            cert_pem,
+            key_pem,
+            ..config.clone()
+        },
+    )
+    .unwrap();
     let subtree = format!("rube-test-ready-{}", std::process::id());
     let mut rubelet = Command::new(env!("CARGO_BIN_EXE_rubelet"))
         .args(["--name", "ready-1", "--config"])

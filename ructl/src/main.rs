@@ -5,6 +5,7 @@ mod display;
 mod herd;
 mod logs;
 mod pipeline;
+mod token;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -108,6 +109,9 @@ enum Command {
     /// Make a tenant's Herd: `ructl herd create NAME --owner USER`
     #[command(subcommand)]
     Herd(herd::Command),
+    /// Join tokens for new nodes: create, list, delete (revoke)
+    #[command(subcommand)]
+    Token(token::Command),
     /// Print a slice's output (stdout and stderr), read from its node's rubelet
     Logs {
         /// The slice's namespace (its Herd)
@@ -255,6 +259,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Config => show_config(&found),
         Command::Pipeline(command) => pipeline::run(&client, command).await,
         Command::Herd(command) => herd::run(&client, command).await,
+        Command::Token(command) => token::run(&client, &found.config, command).await,
         Command::Logs {
             namespace,
             name,

@@ -159,6 +159,26 @@ impl Drop for Apiserver {
     }
 }
 
+/// How a rubelet joins the apiserver whose admin configuration is `admin_config`, as a real
+/// node does: the server's address, the join token of its data dir, and the cluster
+/// controllers' credential (for the pipeline controller's election).
+pub fn join_args(admin_config: &Path) -> Vec<String> {
+    let data = admin_config.parent().expect("the apiserver's data dir");
+    let config = rubeapi::config::load(admin_config).expect("the admin configuration");
+    let token = std::fs::read_to_string(data.join(rubeapi::config::TOKEN_FILE))
+        .expect("the apiserver's join token");
+    vec![
+        "--server".into(),
+        config.server,
+        "--token".into(),
+        token.trim().to_owned(),
+        "--controller-config".into(),
+        data.join(rubeapi::config::CONTROLLERS_FILE)
+            .display()
+            .to_string(),
+    ]
+}
+
 /// A real rubelet process.
 pub struct Rubelet {
     pub name: String,
@@ -209,8 +229,8 @@ impl Rubelet {
             .open(&self.log)
             .expect("rubelet log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rubelet"))
-            .args(["--name", &self.name, "--config"])
-            .arg(&self.config)
+            .args(["--name", &self.name])
+            .args(join_args(&self.config))
             .arg("--state-dir")
             .arg(self.state.path())
             .args(["--listen", "127.0.0.1:0", "--renew-interval", "200ms"])
