@@ -546,13 +546,7 @@ mod tests {
     }
 
     fn act<'a>(verb: Verb, kind: &'a str, namespace: &'a str, name: &'a str) -> Action<'a> {
-        Action {
-            verb,
-            kind,
-            namespace,
-            name,
-            labels: None,
-        }
+        Action::new(verb, kind, namespace, name)
     }
 
     /// cluster-admin for group admins; in herd-a, alice owns everything and bob may read
