@@ -89,9 +89,7 @@ pub fn is_rbac_kind(type_name: &str) -> bool {
 
 /// The group of every node's identity (`rube:node:<name>`): what a node may do is decided by
 /// [`node_allows`], not by bindings (Kubernetes' node authorizer).
-pub const NODES: &str = "rube:nodes";
-/// A node's user name is this followed by the node's name.
-pub const NODE_PREFIX: &str = "rube:node:";
+pub use rubeapi::identity::{NODE_PREFIX, NODES};
 /// The pipeline controller's user name: the rubelet that wins its election acts as this, with
 /// the built-in grant [`pipeline_controller_rules`], never with a node's identity.
 pub const PIPELINE_CONTROLLER: &str = "rube:controller:pipelines";
@@ -146,9 +144,7 @@ impl Verb {
 
 /// The node `who` is, when it is one: user `rube:node:<name>` in group [`NODES`].
 pub fn node_of(who: &Identity) -> Option<&str> {
-    who.user
-        .strip_prefix(NODE_PREFIX)
-        .filter(|name| !name.is_empty() && who.groups.iter().any(|g| g == NODES))
+    who.node()
 }
 
 /// What node `node` may do (Kubernetes' node authorizer and NodeRestriction, together): read

@@ -42,6 +42,10 @@ pub enum Error {
     #[error("{0}")]
     Join(String),
 
+    /// No TCP connection to `addr` (refused, timed out): the same call may succeed later.
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+
     #[error("cannot connect to {addr}")]
     Connect {
         addr: String,
@@ -110,7 +114,7 @@ impl Error {
     /// the connection broke mid-call (tonic reports that as `UNKNOWN` or `CANCELLED`).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unavailable(_) | Error::Connect { .. } => true,
+            Error::Unavailable(_) | Error::Connect { .. } | Error::Unreachable { .. } => true,
             Error::Api(status) => {
                 matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
             }

@@ -9,6 +9,11 @@ pub fn node_server_name(node: &str) -> String {
     format!("{node}.node.rube")
 }
 
+/// The group of every node's identity.
+pub const NODES: &str = "rube:nodes";
+/// A node's user name is this followed by the node's name.
+pub const NODE_PREFIX: &str = "rube:node:";
+
 /// A caller, as its certificate names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -27,6 +32,14 @@ impl std::fmt::Display for Identity {
 }
 
 impl Identity {
+    /// The node this identity is, when it is one: user `rube:node:<name>` in group
+    /// [`NODES`].
+    pub fn node(&self) -> Option<&str> {
+        self.user
+            .strip_prefix(NODE_PREFIX)
+            .filter(|name| !name.is_empty() && self.groups.iter().any(|g| g == NODES))
+    }
+
     /// The identity in a DER certificate.
     ///
     /// # Errors

@@ -273,14 +273,17 @@ async fn presented_chain(addr: &str) -> Result<Vec<Vec<u8>>, Error> {
     let host = server_host(addr).to_owned();
     let name = rustls::pki_types::ServerName::try_from(host)
         .map_err(|e| Error::Join(format!("{addr}: {e}")))?;
-    let unreachable = |e: std::io::Error| Error::Join(format!("cannot reach {addr}: {e}"));
+    let unreachable = |reason: String| Error::Unreachable {
+        addr: addr.to_owned(),
+        reason,
+    };
     let tcp = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         tokio::net::TcpStream::connect(addr),
     )
     .await
-    .map_err(|_| Error::Join(format!("cannot reach {addr}: timed out")))?
-    .map_err(unreachable)?;
+    .map_err(|_| unreachable("timed out".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await

@@ -73,11 +73,8 @@ async fn join(server: &str, token: &Token, node: &str) -> Result<Joined> {
     for _ in 0..30 {
         match rubeapi::join::join(server, token, node).await {
             Ok(joined) => return Ok(joined),
-            Err(error @ (rubeapi::Error::Connect { .. } | rubeapi::Error::Unavailable(_))) => {
+            Err(error) if error.is_transient() => {
                 tracing::warn!(%error, "cannot reach the apiserver to join; trying again");
-            }
-            Err(rubeapi::Error::Join(why)) if why.starts_with("cannot reach") => {
-                tracing::warn!(error = %why, "cannot reach the apiserver to join; trying again");
             }
             Err(error) => return Err(error).context(format!("cannot join {server}")),
         }
@@ -101,16 +98,13 @@ fn keep(state_dir: &Path, joined: &Joined) -> Result<()> {
 fn check_identity(config: &ClientConfig, node: &str, path: &Path) -> Result<()> {
     let (who, _) = Identity::from_pem(&config.cert_pem)
         .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
-    let expected = format!("rube:node:{node}");
-    if who.user == expected {
-        return Ok(());
-    }
-    if who.user.starts_with("rube:node:") {
-        bail!(
-            "{} is the credential of {}, not of node {node}",
-            path.display(),
-            who.user
-        );
+    match who.node() {
+        Some(name) if name == node => return Ok(()),
+        Some(name) => bail!(
+            "{} is the credential of node {name}, not of node {node}",
+            path.display()
+        ),
+        None => {}
     }
     tracing::warn!(
         identity = %who,
