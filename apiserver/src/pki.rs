@@ -447,12 +447,7 @@ fn leaf_pem(pem: &str) -> Result<Vec<u8>, Error> {
 }
 
 fn near_expiry(der: &[u8]) -> bool {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return true;
-    };
-    cert.validity()
-        .time_to_expiration()
-        .is_none_or(|left| left < time::Duration::try_from(RENEW_BEFORE).unwrap_or_default())
+    rubeapi::identity::expires_within(der, RENEW_BEFORE)
 }
 
 /// Whether the certificate names every one of `names` in its SANs.

@@ -81,3 +81,15 @@ impl Identity {
         Ok(Identity { user, groups })
     }
 }
+
+/// Whether the DER certificate `der` expires within `within` (or does not parse, or has
+/// expired): the one test of when a certificate is issued again, by the apiserver for its own
+/// and by a rubelet for the node's.
+pub fn expires_within(der: &[u8], within: std::time::Duration) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return true;
+    };
+    cert.validity().time_to_expiration().is_none_or(|left| {
+        left.whole_seconds() < i64::try_from(within.as_secs()).unwrap_or(i64::MAX)
+    })
+}

@@ -115,13 +115,7 @@ fn check_identity(config: &ClientConfig, node: &str, path: &Path) -> Result<()> 
 }
 
 fn near_expiry(cert_pem: &str) -> bool {
-    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
-        return true;
-    };
-    let Ok(cert) = pem.parse_x509() else {
-        return true;
-    };
-    cert.validity()
-        .time_to_expiration()
-        .is_none_or(|left| left.whole_seconds() < RENEW_BEFORE.as_secs() as i64)
+    x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_or(true, |(_, pem)| {
+        rubeapi::identity::expires_within(&pem.contents, RENEW_BEFORE)
+    })
 }
